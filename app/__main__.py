@@ -1,0 +1,139 @@
+"""The command line: `python -m app serve | migrate | seed | export`."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from app.config import get_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.db import make_engine, migrate
+    from app.seed import is_empty, load_seed
+
+    settings = get_settings()
+    migrate(settings.database_url)
+    engine = make_engine(settings)
+    if is_empty(engine):
+        report = load_seed(engine, settings.seed_dir)
+        print(f"seeded an empty database: {report.changed} rows", file=sys.stderr)
+    engine.dispose()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=settings.log_level,
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from app.db import migrate
+
+    migrate(get_settings().database_url, args.revision)
+    print(f"database at {args.revision}", file=sys.stderr)
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from app.db import make_engine
+    from app.seed import SeedError, load_seed
+
+    settings = get_settings()
+    engine = make_engine(settings)
+    try:
+        report = load_seed(engine, args.dir or settings.seed_dir)
+    except SeedError as exc:
+        print(f"seed failed: {exc}", file=sys.stderr)
+        return 1
+    for name, tally in report.files.items():
+        print(
+            f"{name}: {tally.added} added, {tally.updated} updated, {tally.unchanged} unchanged",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from app.csvio import cities_export, indicators_export, observations_export
+    from app.db import make_engine
+    from app.errors import BadRequest
+    from app.pagination import split_codes
+    from app.queries import ObservationFilter
+
+    engine = make_engine(get_settings())
+    filters = ObservationFilter(
+        cities=split_codes(args.city),
+        indicators=split_codes(args.indicator),
+        dimensions=split_codes(args.dimension),
+        year_from=args.year_from,
+        year_to=args.year_to,
+        latest=args.latest,
+    )
+    try:
+        with Session(engine) as session:
+            filters.check(session)
+    except BadRequest as exc:
+        print(f"export failed: {exc.detail}", file=sys.stderr)
+        return 2
+    export = {
+        "observations": lambda: observations_export(filters),
+        "cities": cities_export,
+        "indicators": lambda: indicators_export(filters.dimensions),
+    }[args.resource]()
+    if args.output in (None, "-"):
+        export.write(engine, sys.stdout, args.bom)
+    else:
+        with open(args.output, "w", encoding="utf-8", newline="") as out:
+            export.write(engine, out, args.bom)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m app", description="Xinzhi Metrics 新质指标")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="migrate, seed an empty database, and serve with uvicorn")
+    serve.add_argument("--host", help="default: HOST or 127.0.0.1")
+    serve.add_argument("--port", type=int, help="default: PORT or 8000")
+    serve.set_defaults(run=_serve)
+
+    mig = sub.add_parser("migrate", help="apply the Alembic migrations")
+    mig.add_argument("revision", nargs="?", default="head")
+    mig.set_defaults(run=_migrate)
+
+    seed = sub.add_parser("seed", help="load seed/*.csv (idempotent)")
+    seed.add_argument("--dir", help="seed folder (default: SEED_DIR or ./seed)")
+    seed.set_defaults(run=_seed)
+
+    export = sub.add_parser("export", help="write CSV to stdout or a file")
+    export.add_argument(
+        "resource",
+        nargs="?",
+        default="observations",
+        choices=["observations", "cities", "indicators"],
+    )
+    export.add_argument("-o", "--output", help="file to write (default: stdout)")
+    export.add_argument("--bom", action="store_true", help="start with a UTF-8 BOM for Excel")
+    export.add_argument("--city", help="comma-separated city codes")
+    export.add_argument("--indicator", help="comma-separated indicator codes")
+    export.add_argument("--dimension", help="comma-separated dimension codes")
+    export.add_argument("--year-from", type=int)
+    export.add_argument("--year-to", type=int)
+    export.add_argument("--latest", action="store_true")
+    export.set_defaults(run=_export)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

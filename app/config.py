@@ -1,0 +1,46 @@
+"""One Settings object; every knob comes from the environment (or a .env file)."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface uvicorn binds to (HOST).")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port uvicorn listens on (PORT).")
+    database_url: str = Field(
+        f"sqlite:///{ROOT / 'data' / 'xinzhi.db'}",
+        description="SQLAlchemy URL (DATABASE_URL). Default: a SQLite file under data/.",
+    )
+    cors_origins: list[str] = Field(
+        default=["*"], description="Origins allowed by CORS (CORS_ORIGINS, a JSON list)."
+    )
+    threadpool_size: int = Field(
+        40, ge=1, description="Worker threads for sync endpoints (THREADPOOL_SIZE)."
+    )
+    db_pool_size: int | None = Field(
+        None,
+        ge=1,
+        description="Connections kept open (DB_POOL_SIZE). Default: THREADPOOL_SIZE, so every "
+        "request thread can hold one connection and the pool can never be exhausted.",
+    )
+    db_max_overflow: int = Field(
+        20, ge=0, description="Extra connections for streamed exports (DB_MAX_OVERFLOW)."
+    )
+    seed_dir: Path = Field(ROOT / "seed", description="Folder of seed CSV files (SEED_DIR).")
+    log_level: str = Field("info", description="uvicorn log level (LOG_LEVEL).")
+
+    @property
+    def pool_size(self) -> int:
+        return self.db_pool_size or self.threadpool_size
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

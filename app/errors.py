@@ -1,0 +1,113 @@
+"""The one error shape: RFC 9457 problem+json, for every error the service returns."""
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("app")
+
+
+class FieldError(BaseModel):
+    loc: str = Field(
+        description="Where the bad input is, e.g. `query.limit`.", examples=["query.limit"]
+    )
+    msg: str = Field(examples=["Input should be less than or equal to 500"])
+    type: str = Field(examples=["less_than_equal"])
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = Field("about:blank", description="A URI naming the problem type.")
+    title: str = Field(description="The HTTP status phrase.", examples=["Not Found"])
+    status: int = Field(description="The HTTP status code.", examples=[404])
+    detail: str = Field(
+        description="What went wrong, for a human.",
+        examples=["No city with code 'atlantis'. List the valid codes at /api/v1/cities."],
+    )
+    instance: str = Field(
+        description="The path of the request.", examples=["/api/v1/cities/atlantis"]
+    )
+    errors: list[FieldError] | None = Field(
+        None, description="One entry per invalid input (422 only)."
+    )
+
+
+class NotFound(HTTPException):
+    """An unknown code or id; the message says where the valid ones are listed."""
+
+    def __init__(self, what: str, key: object, listing: str) -> None:
+        super().__init__(404, f"No {what} {key!r}. List the valid ones at {listing}.")
+
+
+class BadRequest(HTTPException):
+    """A parameter that parses but does not make sense (an unknown filter code, a bad cursor)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(422, detail)
+
+
+def problem(request: Request, status: int, detail: str, **extra: Any) -> JSONResponse:
+    body = Problem(
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        **extra,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_JSON
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    response = problem(request, exc.status_code, str(exc.detail))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        FieldError(loc=".".join(str(p) for p in e["loc"]), msg=e["msg"], type=e["type"])
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{e.loc}: {e.msg}" for e in errors) or "Invalid request."
+    return problem(request, 422, detail, errors=errors)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.error("database error on %s: %s", request.url.path, exc)
+    return problem(request, 503, "The database is unavailable; try again shortly.")
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return problem(request, 500, "The server failed to answer this request.")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for routes; main.openapi() rewrites their content to problem+json."""
+    descriptions = {
+        404: "Unknown code or id (problem+json).",
+        422: "Invalid parameter (problem+json).",
+        503: "The database is unavailable (problem+json).",
+    }
+    return {s: {"model": Problem, "description": descriptions[s]} for s in statuses}

@@ -1,0 +1,115 @@
+"""create_app(): routers, middleware, error handlers, lifespan and the OpenAPI document."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import RedirectResponse
+from fastapi_offline import FastAPIOffline
+
+from app import __version__, errors
+from app.config import Settings, get_settings
+from app.db import make_engine
+from app.routes import cities, dimensions, health, indicators, observations, sources
+
+API_PREFIX = "/api/v1"
+
+DESCRIPTION = """
+Xinzhi Metrics (新质指标) publishes city-level metrics of China's **new quality productive
+forces** (新质生产力), grouped under the four "new" dimensions: 新动力 new drivers, 新产业 new
+industries, 新模式 new models and 新生产关系 new production relations.
+
+Every value carries:
+- **provenance**: its source and the verbatim quote it was read from;
+- **qualifier**: how it was stated: `exact`, `more_than` (超), `at_least` (以上),
+  `at_most` (十强, 以内), `nearly` (近) or `approximately` (约, or rounded by a derivation);
+- **unit and basis**: the indicator's unit, numerator, denominator and scope. Indicators that
+  look alike but stand on different bases share a *comparability family* that says why they
+  must not be ranked as one (e.g. the three strategic-emerging-industry shares).
+
+Lists come in one envelope (`items`, `total`, `limit`, `next`, `next_url`) with RFC 8288 `Link`
+headers; pass `next` back as `cursor`. Every error is RFC 9457 `application/problem+json`.
+CSV exports (`/observations.csv`, `/cities.csv`, `/indicators.csv`) stream every matching row.
+"""
+
+TAGS = [
+    {"name": "cities", "description": "Cities (城市) and their latest values by dimension."},
+    {
+        "name": "dimensions",
+        "description": "The four 'new' dimensions (四个“新”) the source defines.",
+    },
+    {"name": "indicators", "description": "What each value measures: basis, unit, family."},
+    {"name": "observations", "description": "The values, with qualifier, source and quote."},
+    {"name": "sources", "description": "Where the values were published."},
+    {"name": "health", "description": "Liveness for load balancers."},
+]
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema, with every 4xx/5xx declared as application/problem+json."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
+    for path in schema["paths"].values():
+        for operation in path.values():
+            for status, response in operation.get("responses", {}).items():
+                if status[0] in "45":
+                    response["content"] = {errors.PROBLEM_JSON: {"schema": problem_ref}}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault(
+        "Problem", errors.Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    )
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Sync handlers run in this many threads; the pool is at least as large (see config).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
+        yield
+        app.state.engine.dispose()
+
+    app = FastAPIOffline(
+        title="Xinzhi Metrics 新质指标",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = make_engine(settings)
+    errors.install(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "HEAD", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=["Link", "ETag", "Content-Disposition"],
+    )
+    for module in (cities, dimensions, indicators, observations, sources):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(health.router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,71 @@
+"""The one list envelope, its query parameters, and RFC 8288 Link headers."""
+
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Query, Request, Response
+from pydantic import BaseModel, Field
+
+from app.queries import Slice
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+LimitQuery = Annotated[
+    int,
+    Query(
+        ge=1,
+        le=MAX_LIMIT,
+        description=f"Items per page: default {DEFAULT_LIMIT}, at most {MAX_LIMIT}.",
+    ),
+]
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="Opaque cursor: the `next` value of the previous page. Omit for the first page.",
+    ),
+]
+BomQuery = Annotated[
+    bool,
+    Query(description="Start the file with a UTF-8 byte-order mark, so Excel reads Chinese text."),
+]
+
+
+T = TypeVar("T")
+
+
+class ListPage(BaseModel, Generic[T]):
+    """Every collection comes in this envelope."""
+
+    items: list[T]
+    total: int = Field(description="Rows matching the filters, across all pages.", examples=[30])
+    limit: int = Field(description="The page size used.", examples=[DEFAULT_LIMIT])
+    next: str | None = Field(
+        description="Cursor for the next page; null on the last page.", examples=["MjU"]
+    )
+    next_url: str | None = Field(
+        description="The full URL of the next page (also in the Link header); null on the last page."
+    )
+
+
+def page_of(
+    request: Request, response: Response, page: Slice, limit: int, items: list[Any]
+) -> ListPage[Any]:
+    """Wraps a slice in the envelope and sets `Link: <…>; rel="next"` and `rel="first"`."""
+    first = str(request.url.remove_query_params("cursor"))
+    links = [f'<{first}>; rel="first"']
+    next_url = None
+    if page.next_cursor is not None:
+        next_url = str(request.url.include_query_params(cursor=page.next_cursor))
+        links.append(f'<{next_url}>; rel="next"')
+    response.headers["Link"] = ", ".join(links)
+    return ListPage[Any](
+        items=items, total=page.total, limit=limit, next=page.next_cursor, next_url=next_url
+    )
+
+
+def split_codes(value: str | None) -> list[str]:
+    """`ningbo, shenzhen` -> ['ningbo', 'shenzhen'] (order kept, blanks and repeats dropped)."""
+    if not value:
+        return []
+    return list(dict.fromkeys(c.strip() for c in value.split(",") if c.strip()))

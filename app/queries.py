@@ -1,0 +1,255 @@
+"""The real queries, as plain functions over a session. They return plain rows and dicts,
+not ORM objects: the API validates them once, on the way out."""
+
+import base64
+import binascii
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func
+from sqlmodel import Session, col, select
+
+from app.errors import BadRequest
+from app.models import (
+    City,
+    ComparabilityFamily,
+    Derivation,
+    Dimension,
+    Indicator,
+    Observation,
+    Source,
+    Unit,
+)
+
+# ---------------------------------------------------------------- pagination
+
+
+def encode_cursor(key: object) -> str:
+    return base64.urlsafe_b64encode(str(key).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, as_int: bool) -> str | int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        return int(raw) if as_int else raw
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadRequest(
+            f"Invalid cursor {cursor!r}: pass back the `next` value of a previous page."
+        ) from None
+
+
+@dataclass
+class Slice:
+    rows: list[Any]
+    total: int
+    next_cursor: str | None
+
+
+def paginate(
+    session: Session, stmt: Select[Any], key: Any, limit: int, cursor: str | None
+) -> Slice:
+    """Keyset pagination on a unique, sortable key column: cost does not grow with depth."""
+    total = session.exec(select(func.count()).select_from(stmt.order_by(None).subquery())).one()
+    if cursor is not None:
+        after = decode_cursor(cursor, as_int=key.type.python_type is int)
+        stmt = stmt.where(key > after)
+    rows = list(session.exec(stmt.order_by(key).limit(limit + 1)).all())  # type: ignore[call-overload]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1]._mapping[key.key]) if more else None
+    return Slice(rows=rows, total=total, next_cursor=next_cursor)
+
+
+# ---------------------------------------------------------------- code checks
+
+
+def check_codes(
+    session: Session, model: Any, codes: Sequence[str], what: str, listing: str
+) -> None:
+    """Rejects filter codes that name nothing, so a typo is not mistaken for 'no data'."""
+    if not codes:
+        return
+    known = set(session.exec(select(model.code).where(col(model.code).in_(codes))).all())
+    unknown = [c for c in codes if c not in known]
+    if unknown:
+        names = ", ".join(repr(c) for c in unknown)
+        raise BadRequest(f"Unknown {what} {names}. List the valid codes at {listing}.")
+
+
+# ---------------------------------------------------------------- observations
+
+OBSERVATION_COLUMNS = (
+    *Observation.__table__.c,  # type: ignore[attr-defined]
+    col(Indicator.unit_code),
+    col(Indicator.dimension_code),
+)
+
+
+@dataclass
+class ObservationFilter:
+    cities: list[str] = field(default_factory=list)
+    indicators: list[str] = field(default_factory=list)
+    dimensions: list[str] = field(default_factory=list)
+    year_from: int | None = None
+    year_to: int | None = None
+    latest: bool = False
+
+    def check(self, session: Session) -> None:
+        check_codes(session, City, self.cities, "city", "/api/v1/cities")
+        check_codes(session, Indicator, self.indicators, "indicator", "/api/v1/indicators")
+        check_codes(session, Dimension, self.dimensions, "dimension", "/api/v1/dimensions")
+        if self.year_from and self.year_to and self.year_from > self.year_to:
+            raise BadRequest(f"year_from ({self.year_from}) is after year_to ({self.year_to}).")
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        where: list[ColumnElement[bool]] = []
+        if self.cities:
+            where.append(col(Observation.city_code).in_(self.cities))
+        if self.indicators:
+            where.append(col(Observation.indicator_code).in_(self.indicators))
+        if self.dimensions:
+            where.append(col(Indicator.dimension_code).in_(self.dimensions))
+        if self.year_from is not None:
+            where.append(col(Observation.period) >= self.year_from)
+        if self.year_to is not None:
+            where.append(col(Observation.period) <= self.year_to)
+        return where
+
+
+def observations_select(f: ObservationFilter) -> Select[Any]:
+    """Observations with their unit and dimension; `latest` keeps the newest per city+indicator.
+
+    An undated value stands as of its source, so it ranks at the source's reference year.
+    """
+    where = f.conditions()
+    stmt = select(*OBSERVATION_COLUMNS).join(Indicator).where(*where)
+    if f.latest:
+        effective_year = func.coalesce(Observation.period, Source.reference_year)
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=(Observation.city_code, Observation.indicator_code),
+                order_by=(effective_year.desc(), col(Observation.id).desc()),
+            )
+            .label("rank")
+        )
+        ranked = select(col(Observation.id), rank).join(Indicator).join(Source).where(*where)
+        newest = ranked.subquery()
+        stmt = stmt.where(col(Observation.id).in_(select(newest.c.id).where(newest.c.rank == 1)))
+    return stmt
+
+
+def derived_inputs(session: Session, ids: Sequence[int]) -> dict[int, list[int]]:
+    links: dict[int, list[int]] = {}
+    if ids:
+        rows = session.exec(
+            select(Derivation.observation_id, Derivation.input_id)
+            .where(col(Derivation.observation_id).in_(ids))
+            .order_by(col(Derivation.input_id))
+        )
+        for obs_id, input_id in rows:
+            links.setdefault(obs_id, []).append(input_id)
+    return links
+
+
+def observation_dicts(session: Session, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    inputs = derived_inputs(session, [r.id for r in rows if r.is_derived])
+    return [{**r._mapping, "derived_from": inputs.get(r.id, [])} for r in rows]
+
+
+def derived_input_keys(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    """`city/indicator/period` keys of each derived observation's inputs, `;`-joined (for CSV)."""
+    from app.seed import observation_key
+
+    keys: dict[int, list[str]] = {}
+    if ids:
+        rows = session.exec(
+            select(
+                Derivation.observation_id,
+                Observation.city_code,
+                Observation.indicator_code,
+                Observation.period,
+            )
+            .join(Observation, col(Observation.id) == Derivation.input_id)
+            .where(col(Derivation.observation_id).in_(ids))
+            .order_by(col(Derivation.input_id))
+        )
+        for obs_id, city, indicator, period in rows:
+            keys.setdefault(obs_id, []).append(observation_key(city, indicator, period))
+    return {obs_id: ";".join(k) for obs_id, k in keys.items()}
+
+
+def stream_rows(session: Session, stmt: Select[Any], batch: int = 2000) -> Iterator[Sequence[Any]]:
+    """Yields the result in batches from a server-side cursor, so memory stays flat."""
+    result = session.connection().execution_options(yield_per=batch).execute(stmt)
+    yield from result.partitions(batch)
+
+
+# ---------------------------------------------------------------- reference data
+
+
+def unit_dicts(session: Session) -> dict[str, dict[str, Any]]:
+    return {u.code: u.model_dump() for u in session.exec(select(Unit))}
+
+
+def family_dicts(session: Session) -> dict[str, dict[str, Any]]:
+    members: dict[str, list[str]] = {}
+    for code, family in session.exec(
+        select(Indicator.code, Indicator.family_code)
+        .where(col(Indicator.family_code).is_not(None))
+        .order_by(col(Indicator.code))
+    ):
+        members.setdefault(family, []).append(code)
+    return {
+        f.code: {**f.model_dump(), "indicators": members.get(f.code, [])}
+        for f in session.exec(select(ComparabilityFamily))
+    }
+
+
+def indicator_dicts(session: Session, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """Indicator rows with basis, unit and family nested, as IndicatorPublic expects."""
+    units, families = unit_dicts(session), family_dicts(session)
+    out = []
+    for row in rows:
+        data = dict(row._mapping)
+        data["basis"] = {k: data.pop(k) for k in ("numerator", "denominator", "scope")}
+        data["unit"] = units[data["unit_code"]]
+        data["family"] = families.get(data["family_code"]) if data["family_code"] else None
+        out.append(data)
+    return out
+
+
+def indicator_select(dimension_codes: Sequence[str] = ()) -> Select[Any]:
+    stmt = select(*Indicator.__table__.c)  # type: ignore[attr-defined]
+    if dimension_codes:
+        stmt = stmt.where(col(Indicator.dimension_code).in_(dimension_codes))
+    return stmt
+
+
+def dimension_coverage(session: Session, dimension_code: str) -> list[dict[str, Any]]:
+    """The dimension's indicators, each with the cities that have data for it."""
+    cities: dict[str, list[str]] = {}
+    for indicator, city in session.exec(
+        select(Observation.indicator_code, Observation.city_code)
+        .join(Indicator)
+        .where(Indicator.dimension_code == dimension_code)
+        .distinct()
+        .order_by(col(Observation.city_code))
+    ):
+        cities.setdefault(indicator, []).append(city)
+    indicators = session.exec(
+        select(Indicator)
+        .where(Indicator.dimension_code == dimension_code)
+        .order_by(col(Indicator.code))
+    )
+    return [
+        {
+            "code": i.code,
+            "name_zh": i.name_zh,
+            "name_en": i.name_en,
+            "unit_code": i.unit_code,
+            "cities": cities.get(i.code, []),
+        }
+        for i in indicators
+    ]

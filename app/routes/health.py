@@ -1,0 +1,28 @@
+"""Liveness and readiness for load balancers and the Docker healthcheck."""
+
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from app.db import SessionDep
+from app.errors import problem_responses
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
+
+
+@router.get(
+    "/healthz",
+    summary="Health check",
+    responses=problem_responses(503),
+)
+def healthz(session: SessionDep) -> Health:
+    """`200 {"status": "ok", "database": "ok"}` when the database answers a query."""
+    session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+    return Health(status="ok", database="ok")

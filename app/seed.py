@@ -1,0 +1,223 @@
+"""Loads seed/*.csv idempotently: validated row by row, upserted by natural key, one transaction.
+
+A bad row fails the whole load with ``file:line: field: message``; nothing is half-written.
+"""
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from sqlalchemy import Engine
+from sqlmodel import Session, SQLModel, select
+
+from app.models import (
+    City,
+    CityIndustry,
+    ComparabilityFamily,
+    Derivation,
+    Dimension,
+    Indicator,
+    Observation,
+    Source,
+    Unit,
+)
+
+M = TypeVar("M", bound=SQLModel)
+
+
+class SeedError(ValueError):
+    """A seed row that cannot be loaded; the message names the file and line."""
+
+
+@dataclass
+class Tally:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@dataclass
+class SeedReport:
+    files: dict[str, Tally] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> int:
+        return sum(t.added + t.updated for t in self.files.values())
+
+
+def observation_key(city: str, indicator: str, period: int | None) -> str:
+    """The natural key CSV files use to point at an observation: ``city/indicator/period``."""
+    return f"{city}/{indicator}/{'-' if period is None else period}"
+
+
+def parse_observation_key(key: str) -> tuple[str, str, int | None]:
+    """Inverse of observation_key; raises ValueError on a malformed key."""
+    city, indicator, period = key.split("/")
+    return city, indicator, None if period == "-" else int(period)
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields (line number, row) with empty cells as None; line numbers count the header as 1."""
+    if not path.exists():
+        raise SeedError(f"{path}: file not found")
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            if None in row or None in row.values():
+                raise SeedError(
+                    f"{path}:{reader.line_num}: expected {len(reader.fieldnames or [])} columns"
+                )
+            yield reader.line_num, {k: (v if v != "" else None) for k, v in row.items()}
+
+
+def _validate(model: type[M], data: dict[str, Any], where: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "row"
+        raise SeedError(f"{where}: {loc}: {first['msg']}") from None
+
+
+def _upsert(session: Session, existing: M | None, new: M, tally: Tally) -> M:
+    if existing is None:
+        session.add(new)
+        tally.added += 1
+        return new
+    fields = new.model_dump(exclude={"id"})
+    if existing.model_dump(exclude={"id"}) == fields:
+        tally.unchanged += 1
+    else:
+        existing.sqlmodel_update(fields)
+        tally.updated += 1
+    return existing
+
+
+def _require(session: Session, model: type[SQLModel], key: Any, what: str, where: str) -> None:
+    if key is not None and session.get(model, key) is None:
+        raise SeedError(f"{where}: unknown {what} {key!r}")
+
+
+def _load_by_pk(session: Session, path: Path, model: type[SQLModel], tally: Tally) -> None:
+    pk = "id" if model is Source else "code"
+    for line, data in _rows(path):
+        row = _validate(model, data, f"{path}:{line}")
+        _upsert(session, session.get(model, getattr(row, pk)), row, tally)
+    session.flush()
+
+
+def _load_indicators(session: Session, path: Path, tally: Tally) -> None:
+    for line, data in _rows(path):
+        where = f"{path}:{line}"
+        row = _validate(Indicator, data, where)
+        _require(session, Dimension, row.dimension_code, "dimension", where)
+        _require(session, Unit, row.unit_code, "unit", where)
+        _require(session, ComparabilityFamily, row.family_code, "comparability family", where)
+        _upsert(session, session.get(Indicator, row.code), row, tally)
+    session.flush()
+
+
+def _find_observation(
+    session: Session, city: str, indicator: str, period: int | None, source_id: int
+) -> Observation | None:
+    return session.exec(
+        select(Observation).where(
+            Observation.city_code == city,
+            Observation.indicator_code == indicator,
+            Observation.period == period if period is not None else Observation.period.is_(None),  # type: ignore[union-attr]
+            Observation.source_id == source_id,
+        )
+    ).first()
+
+
+def _load_observations(session: Session, path: Path, tally: Tally) -> None:
+    pending: list[tuple[str, Observation, list[str]]] = []
+    for line, data in _rows(path):
+        where = f"{path}:{line}"
+        unit = data.pop("unit_code", None)
+        inputs = [k.strip() for k in (data.pop("derived_from", None) or "").split(";") if k.strip()]
+        row = _validate(Observation, data, where)
+        _require(session, City, row.city_code, "city", where)
+        _require(session, Source, row.source_id, "source", where)
+        indicator = session.get(Indicator, row.indicator_code)
+        if indicator is None:
+            raise SeedError(f"{where}: unknown indicator {row.indicator_code!r}")
+        if unit is not None and unit != indicator.unit_code:
+            raise SeedError(
+                f"{where}: unit {unit!r} does not match indicator {indicator.code!r} "
+                f"(its unit is {indicator.unit_code!r})"
+            )
+        if row.is_derived != bool(inputs):
+            raise SeedError(
+                f"{where}: derived_from must list the inputs of a derived value, and only of one"
+            )
+        existing = _find_observation(
+            session, row.city_code, row.indicator_code, row.period, row.source_id
+        )
+        pending.append((where, _upsert(session, existing, row, tally), inputs))
+    session.flush()
+    for where, obs, inputs in pending:
+        wanted = set()
+        for key in inputs:
+            try:
+                found = _find_observation(session, *parse_observation_key(key), obs.source_id)
+            except ValueError:
+                found = None
+            if found is None:
+                raise SeedError(f"{where}: derived_from names {key!r}, which is not in the file")
+            wanted.add(found.id)
+        have = {
+            d.input_id: d
+            for d in session.exec(select(Derivation).where(Derivation.observation_id == obs.id))
+        }
+        for input_id in wanted - have.keys():
+            session.add(Derivation(observation_id=obs.id, input_id=input_id))
+        for input_id in have.keys() - wanted:
+            session.delete(have[input_id])
+    session.flush()
+
+
+def _load_city_industries(session: Session, path: Path, tally: Tally) -> None:
+    for line, data in _rows(path):
+        where = f"{path}:{line}"
+        row = _validate(CityIndustry, data, where)
+        _require(session, City, row.city_code, "city", where)
+        _require(session, Source, row.source_id, "source", where)
+        existing = session.exec(
+            select(CityIndustry).where(
+                CityIndustry.city_code == row.city_code,
+                CityIndustry.role == row.role,
+                CityIndustry.name_zh == row.name_zh,
+                CityIndustry.source_id == row.source_id,
+            )
+        ).first()
+        _upsert(session, existing, row, tally)
+    session.flush()
+
+
+def load_seed(engine: Engine, seed_dir: Path) -> SeedReport:
+    """Upserts every seed file in dependency order, in one transaction."""
+    report = SeedReport()
+    steps: list[tuple[str, Any]] = [
+        ("units.csv", lambda s, p, t: _load_by_pk(s, p, Unit, t)),
+        ("dimensions.csv", lambda s, p, t: _load_by_pk(s, p, Dimension, t)),
+        ("families.csv", lambda s, p, t: _load_by_pk(s, p, ComparabilityFamily, t)),
+        ("cities.csv", lambda s, p, t: _load_by_pk(s, p, City, t)),
+        ("sources.csv", lambda s, p, t: _load_by_pk(s, p, Source, t)),
+        ("indicators.csv", _load_indicators),
+        ("observations.csv", _load_observations),
+        ("city_industries.csv", _load_city_industries),
+    ]
+    with Session(engine) as session, session.begin():
+        for name, load in steps:
+            tally = report.files.setdefault(name, Tally())
+            load(session, seed_dir / name, tally)
+    return report
+
+
+def is_empty(engine: Engine) -> bool:
+    with Session(engine) as session:
+        return session.exec(select(Observation.id).limit(1)).first() is None
