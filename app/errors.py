@@ -16,6 +16,8 @@ log = logging.getLogger("app")
 
 
 class FieldError(BaseModel):
+    """One invalid input."""
+
     loc: str = Field(
         description="Where the bad input is, e.g. `query.limit`.", examples=["query.limit"]
     )

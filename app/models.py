@@ -60,7 +60,7 @@ class Unit(UnitBase, table=True):
 
 
 class UnitPublic(UnitBase):
-    pass
+    """A unit of measure, e.g. percent or 亿元 (100 million yuan)."""
 
 
 # ---------------------------------------------------------------- dimension
@@ -82,7 +82,7 @@ class Dimension(DimensionBase, table=True):
 
 
 class DimensionPublic(DimensionBase):
-    pass
+    """One of the four 'new' dimensions, with the source's own definition."""
 
 
 # ---------------------------------------------------------------- comparability family
@@ -100,6 +100,8 @@ class ComparabilityFamily(FamilyBase, table=True):
 
 
 class FamilyPublic(FamilyBase):
+    """Indicators that look alike but stand on different bases, and why."""
+
     indicators: list[str] = Field(description="Codes of the indicators in this family.")
 
 
@@ -124,7 +126,7 @@ class City(CityBase, table=True):
 
 
 class CityPublic(CityBase):
-    pass
+    """A city in the data set."""
 
 
 # ---------------------------------------------------------------- source
@@ -158,6 +160,8 @@ class Source(SourceBase, table=True):
 
 
 class SourcePublic(SourceBase):
+    """A publication values were read from, with how its date and masthead were inferred."""
+
     id: int
 
 
@@ -200,6 +204,8 @@ class Indicator(IndicatorBase, table=True):
 
 
 class IndicatorPublic(IndicatorBase):
+    """What a value measures: definition, basis, unit, dimension and comparability family."""
+
     basis: Basis
     unit: UnitPublic
     family: FamilyPublic | None
@@ -287,6 +293,8 @@ class Derivation(SQLModel, table=True):
 
 
 class ObservationPublic(ObservationBase):
+    """One value of one indicator for one city and period, with qualifier and provenance."""
+
     id: int
     unit_code: str = Field(
         description="The indicator's unit.", schema_extra={"examples": ["percent"]}
@@ -320,19 +328,23 @@ class CityIndustry(CityIndustryBase, table=True):
 
 
 class CityIndustryPublic(CityIndustryBase):
-    pass
+    """An industry the source names for a city (a qualitative fact, quoted)."""
 
 
 # ---------------------------------------------------------------- composite views
 
 
 class DimensionLatest(DimensionPublic):
+    """A dimension with a city's latest values in it."""
+
     latest: list[ObservationPublic] = Field(
         description="Latest value per indicator in this dimension."
     )
 
 
 class CityDetail(CityPublic):
+    """A city with its latest value per indicator, grouped by dimension, and its named industries."""
+
     dimensions: list[DimensionLatest]
     industries: list[CityIndustryPublic] = Field(
         description="Industries the source names for the city (qualitative facts)."
@@ -340,6 +352,8 @@ class CityDetail(CityPublic):
 
 
 class IndicatorCoverage(SQLModel):
+    """An indicator of a dimension and the cities that have data for it."""
+
     code: str
     name_zh: str
     name_en: str
@@ -348,4 +362,6 @@ class IndicatorCoverage(SQLModel):
 
 
 class DimensionDetail(DimensionPublic):
+    """A dimension with its indicators and their city coverage."""
+
     indicators: list[IndicatorCoverage]

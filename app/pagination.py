@@ -3,7 +3,7 @@
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.queries import Slice
 
@@ -36,6 +36,12 @@ T = TypeVar("T")
 
 class ListPage(BaseModel, Generic[T]):
     """Every collection comes in this envelope."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "description": "A page of a collection: items, total, limit, next cursor."
+        }
+    )
 
     items: list[T]
     total: int = Field(description="Rows matching the filters, across all pages.", examples=[30])

@@ -13,6 +13,8 @@ router = APIRouter(tags=["health"])
 
 
 class Health(BaseModel):
+    """The service and its database answer."""
+
     status: Literal["ok"]
     database: Literal["ok"]
 

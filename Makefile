@@ -1,0 +1,44 @@
+# The commands a newcomer needs. Everything runs from a virtualenv in .venv built from the lock.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
+
+.PHONY: install serve test check lint format migrate seed export lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	rm -f $(VENV)/.installed-* && touch $@
+
+serve: install ## migrate, seed an empty database, serve on HOST:PORT (DATABASE_URL)
+	$(BIN)/python -m app serve
+
+test: install ## the whole suite, with branch coverage
+	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+check: install ## lint and format check
+	$(BIN)/ruff check app tests migrations
+	$(BIN)/ruff format --check app tests migrations
+
+format: install
+	$(BIN)/ruff format app tests migrations
+	$(BIN)/ruff check --fix app tests migrations
+
+migrate: install
+	$(BIN)/python -m app migrate
+
+seed: install
+	$(BIN)/python -m app seed
+
+export: install ## all observations as CSV on stdout
+	$(BIN)/python -m app export
+
+lock: ## re-pin requirements.lock from pyproject.toml
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage

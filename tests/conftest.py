@@ -1,0 +1,90 @@
+"""Every test gets a fresh, migrated and seeded SQLite file: the migration and seed run once
+per session into a template, which each test copies."""
+
+import csv
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.config import ROOT, Settings
+from app.db import migrate
+from app.main import create_app
+from app.seed import load_seed
+
+SEED_DIR = ROOT / "seed"
+ARTICLE = SEED_DIR / "source-article-ningbo-liu-shanghai.txt"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def seed_rows(name: str) -> list[dict[str, str]]:
+    with (SEED_DIR / name).open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    url = sqlite_url(path)
+    migrate(url)
+    settings = Settings(database_url=url)
+    from app.db import make_engine
+
+    engine = make_engine(settings)
+    load_seed(engine, SEED_DIR)
+    with engine.connect() as conn:  # fold the WAL into the file so a copy is complete
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def db_url(template_db: Path, tmp_path: Path) -> str:
+    path = tmp_path / "test.db"
+    shutil.copyfile(template_db, path)
+    return sqlite_url(path)
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(database_url=db_url)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[FastAPI]:
+    application = create_app(settings)
+    yield application
+    application.state.engine.dispose()
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+async def get_all(client: httpx.AsyncClient, url: str, **params: Any) -> list[dict[str, Any]]:
+    """Follows `next` cursors to the end and returns every item."""
+    items: list[dict[str, Any]] = []
+    params = {"limit": 500, **params}
+    while True:
+        response = await client.get(url, params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        items += body["items"]
+        if body["next"] is None:
+            return items
+        params["cursor"] = body["next"]

@@ -1,0 +1,233 @@
+"""Lists, pagination, filters and the detail views, through HTTP."""
+
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import get_all
+
+pytestmark = pytest.mark.anyio
+
+LISTS = [
+    ("/api/v1/cities", "code", 5),
+    ("/api/v1/dimensions", "code", 4),
+    ("/api/v1/indicators", "code", 29),
+    ("/api/v1/observations", "id", 30),
+    ("/api/v1/sources", "id", 1),
+]
+
+
+@pytest.mark.parametrize(("url", "key", "total"), LISTS)
+async def test_list_envelope(client: httpx.AsyncClient, url: str, key: str, total: int) -> None:
+    response = await client.get(url)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"items", "total", "limit", "next", "next_url"}
+    assert (body["total"], body["limit"], body["next"], len(body["items"])) == (
+        total,
+        50,
+        None,
+        total,
+    )
+    keys = [item[key] for item in body["items"]]
+    assert keys == sorted(keys)
+    assert response.headers["link"] == f'<http://test{url}>; rel="first"'
+
+
+@pytest.mark.parametrize(("url", "key", "total"), LISTS)
+@pytest.mark.parametrize("limit", [1, 2, 7])
+async def test_cursor_walk_visits_every_item_once(
+    client: httpx.AsyncClient, url: str, key: str, total: int, limit: int
+) -> None:
+    seen: list[object] = []
+    params: dict[str, object] = {"limit": limit}
+    pages = 0
+    while True:
+        response = await client.get(url, params=params)
+        body = response.json()
+        pages += 1
+        assert body["total"] == total
+        assert len(body["items"]) == min(limit, total - len(seen))
+        seen += [item[key] for item in body["items"]]
+        if body["next"] is None:
+            assert 'rel="next"' not in response.headers["link"]
+            break
+        next_link = response.headers["link"].split(", ")[1]
+        assert next_link == f'<{body["next_url"]}>; rel="next"'
+        assert parse_qs(urlsplit(body["next_url"]).query)["cursor"] == [body["next"]]
+        params["cursor"] = body["next"]
+    assert len(seen) == len(set(seen)) == total
+    assert pages == -(-total // limit)
+
+
+FILTERS = [
+    ({"city": "ningbo"}, 6),
+    ({"city": "ningbo,shenzhen"}, 18),
+    ({"city": " ningbo , ningbo ,"}, 6),
+    ({"indicator": "nev_output"}, 2),
+    (
+        {
+            "indicator": "sei_va_share_gdp,sei_va_share_industrial_va,sei_output_share_industrial_output"
+        },
+        3,
+    ),
+    ({"dimension": "new_models"}, 2),
+    ({"dimension": "new_production_relations"}, 3),
+    ({"dimension": "new_drivers", "city": "hefei"}, 4),
+    ({"year_from": 2023}, 9),
+    ({"year_to": 2022}, 0),
+    ({"year_from": 2023, "year_to": 2023, "city": "changzhou"}, 2),
+    ({"city": "hangzhou"}, 0),
+    ({"latest": "true"}, 30),
+    ({"latest": "true", "city": "ningbo", "dimension": "new_industries"}, 4),
+]
+
+
+@pytest.mark.parametrize(("params", "total"), FILTERS)
+async def test_observation_filters(
+    client: httpx.AsyncClient, params: dict[str, object], total: int
+) -> None:
+    rows = await get_all(client, "/api/v1/observations", **params)
+    assert len(rows) == total
+    body = (await client.get("/api/v1/observations", params=params)).json()
+    assert body["total"] == total
+    for column, param in (
+        ("city_code", "city"),
+        ("indicator_code", "indicator"),
+        ("dimension_code", "dimension"),
+    ):
+        if param in params:
+            wanted = {c.strip() for c in str(params[param]).split(",") if c.strip()}
+            assert {r[column] for r in rows} <= wanted
+
+
+async def test_observation_row_shape(client: httpx.AsyncClient) -> None:
+    row = (
+        await client.get("/api/v1/observations", params={"indicator": "sei_va_share_gdp"})
+    ).json()["items"][0]
+    assert row == {
+        "id": row["id"],
+        "city_code": "shenzhen",
+        "indicator_code": "sei_va_share_gdp",
+        "dimension_code": "new_industries",
+        "unit_code": "percent",
+        "period": 2023,
+        "value": 41.9,
+        "value_text": "41.9%",
+        "qualifier": "exact",
+        "is_derived": False,
+        "formula": None,
+        "derived_from": [],
+        "source_id": 1,
+        "quote": "2023年，深圳战略性新兴产业增加值达 1.45 万亿元，占地区生产总值的比重为 41.9%。",
+        "note": None,
+    }
+
+
+async def test_city_groups_latest_values_by_dimension(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/api/v1/cities/ningbo")).json()
+    assert (body["code"], body["name_zh"], body["name_en"], body["admin_level"]) == (
+        "ningbo",
+        "宁波",
+        "Ningbo",
+        "sub_provincial",
+    )
+    assert [d["code"] for d in body["dimensions"]] == [
+        "new_drivers",
+        "new_industries",
+        "new_models",
+        "new_production_relations",
+    ]
+    latest = {d["code"]: [o["indicator_code"] for o in d["latest"]] for d in body["dimensions"]}
+    assert latest == {
+        "new_drivers": [],
+        "new_industries": [
+            "ic_output",
+            "ic_output_growth_5y",
+            "nev_output",
+            "sei_va_share_industrial_va",
+        ],
+        "new_models": ["national_green_factory_count", "national_green_factory_rank_subprovincial"],
+        "new_production_relations": [],
+    }
+    roles = [(i["role"], i["name_zh"]) for i in body["industries"]]
+    assert roles.count(("anchor", "集成电路")) == 1
+    assert [n for r, n in roles if r == "future"] == [
+        "人工智能",
+        "人形机器人",
+        "柔性电子",
+        "石墨烯",
+    ]
+    assert len(roles) == 15
+
+
+async def test_dimension_lists_cities_per_indicator(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/api/v1/dimensions/new_industries")).json()
+    coverage = {i["code"]: i["cities"] for i in body["indicators"]}
+    assert coverage["nev_output"] == ["changzhou", "ningbo"]
+    assert coverage["sei_va_share_gdp"] == ["shenzhen"]
+    assert body["name_zh"] == "新产业"
+    assert body["description_zh"].startswith("新产业是新质生产力的主阵地")
+
+
+@pytest.mark.parametrize(
+    ("dimension", "codes"),
+    [
+        (
+            "new_models",
+            ["national_green_factory_count", "national_green_factory_rank_subprovincial"],
+        ),
+        (
+            "new_production_relations",
+            [
+                "sz90_rd_funding_from_firms",
+                "sz90_rd_institutions_in_firms",
+                "sz90_rd_personnel_in_firms",
+            ],
+        ),
+    ],
+)
+async def test_indicators_filter_by_dimension(
+    client: httpx.AsyncClient, dimension: str, codes: list[str]
+) -> None:
+    body = (await client.get("/api/v1/indicators", params={"dimension": dimension})).json()
+    assert [i["code"] for i in body["items"]] == codes
+    assert body["total"] == len(codes)
+
+
+async def test_indicator_detail(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/api/v1/indicators/nev_output")).json()
+    assert body["basis"] == {
+        "numerator": "Complete new-energy vehicles produced",
+        "denominator": None,
+        "scope": "City; calendar year",
+    }
+    assert body["unit"] == {
+        "code": "vehicles",
+        "name_zh": "辆",
+        "name_en": "vehicles",
+        "symbol": "辆",
+    }
+    assert (body["family"], body["dimension_code"]) == (None, "new_industries")
+
+
+async def test_cors_exposes_paging_headers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/cities", headers={"Origin": "https://example.org"})
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert set(response.headers["access-control-expose-headers"].split(", ")) == {
+        "Link",
+        "ETag",
+        "Content-Disposition",
+    }
+    preflight = await client.options(
+        "/api/v1/observations",
+        headers={"Origin": "https://example.org", "Access-Control-Request-Method": "GET"},
+    )
+    assert preflight.status_code == 200
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok", "database": "ok"})

@@ -1,0 +1,147 @@
+"""CSV exports: RFC 4180, UTF-8 with an opt-in BOM, every matching row, formula-safe."""
+
+import csv
+import io
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlmodel import Session
+
+from app.csvio import cell
+from app.models import Observation
+from tests.conftest import get_all
+
+pytestmark = pytest.mark.anyio
+
+
+def parse(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+@pytest.mark.parametrize(
+    ("url", "filename", "rows"),
+    [
+        ("/api/v1/observations.csv", "observations.csv", 30),
+        ("/api/v1/observations.csv?city=ningbo,changzhou&year_from=2023", "observations.csv", 6),
+        ("/api/v1/observations.csv?dimension=new_models", "observations.csv", 2),
+        ("/api/v1/cities.csv", "cities.csv", 5),
+        ("/api/v1/indicators.csv", "indicators.csv", 29),
+        ("/api/v1/indicators.csv?dimension=new_drivers", "indicators.csv", 11),
+    ],
+)
+async def test_csv_headers_and_rows(
+    client: httpx.AsyncClient, url: str, filename: str, rows: int
+) -> None:
+    response = await client.get(url)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/csv; charset=utf-8; header=present"
+    assert response.headers["content-disposition"] == f'attachment; filename="{filename}"'
+    assert not response.content.startswith(b"\xef\xbb\xbf")
+    lines = response.content.split(b"\r\n")
+    assert lines[-1] == b""
+    assert b"\n" not in b"".join(lines)  # CRLF only, no bare LF inside or between records
+    assert len(parse(response.text)) == rows
+
+
+async def test_bom_is_opt_in(client: httpx.AsyncClient) -> None:
+    plain = await client.get("/api/v1/cities.csv")
+    excel = await client.get("/api/v1/cities.csv", params={"bom": "true"})
+    assert excel.content == b"\xef\xbb\xbf" + plain.content
+    assert excel.content.decode("utf-8-sig") == plain.text
+
+
+async def test_observations_csv_round_trips_the_json(client: httpx.AsyncClient) -> None:
+    rows = parse((await client.get("/api/v1/observations.csv")).text)
+    items = await get_all(client, "/api/v1/observations")
+    assert len(rows) == len(items) == 30
+    by_id = {str(item["id"]): item for item in items}
+    for row in rows:
+        item = by_id[row["id"]]
+        assert float(row["value"]) == item["value"]
+        assert row["period"] == ("" if item["period"] is None else str(item["period"]))
+        assert row["is_derived"] == ("true" if item["is_derived"] else "false")
+        for column in (
+            "city_code",
+            "indicator_code",
+            "dimension_code",
+            "unit_code",
+            "qualifier",
+            "value_text",
+            "quote",
+        ):
+            assert row[column] == item[column]
+        assert row["note"] == (item["note"] or "")
+
+
+async def test_csv_names_derivation_inputs_by_key(client: httpx.AsyncClient) -> None:
+    rows = parse(
+        (
+            await client.get(
+                "/api/v1/observations.csv", params={"city": "ningbo", "indicator": "nev_output"}
+            )
+        ).text
+    )
+    assert [r["derived_from"] for r in rows] == [
+        "changzhou/nev_output/2023;changzhou/nev_output_multiple_of_ningbo/2023"
+    ]
+    assert rows[0]["value"] == repr(680000 / 3.6)
+
+
+async def test_csv_keeps_chinese_text(client: httpx.AsyncClient) -> None:
+    rows = parse((await client.get("/api/v1/cities.csv")).text)
+    assert [(r["code"], r["name_zh"]) for r in rows] == [
+        ("changzhou", "常州"),
+        ("hangzhou", "杭州"),
+        ("hefei", "合肥"),
+        ("ningbo", "宁波"),
+        ("shenzhen", "深圳"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1+1", "'+1+1"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tcmd", "'\tcmd"),
+        ("\rcmd", "'\rcmd"),
+        ("近五成", "近五成"),
+        ("a=b", "a=b"),
+        (-12.5, "-12.5"),
+        (-3.0, "-3"),
+        (41.9, "41.9"),
+        (24000.0, "24000"),
+        (2023, 2023),
+        (None, ""),
+        (True, "true"),
+        (False, "false"),
+    ],
+)
+def test_cell_neutralises_formulas_in_text_only(value: object, expected: object) -> None:
+    assert cell(value) == expected
+
+
+async def test_exported_formula_text_is_neutralised_and_negative_numbers_kept(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    with Session(app.state.engine) as session, session.begin():
+        session.add(
+            Observation(
+                city_code="hangzhou",
+                indicator_code="ic_output_growth_5y",
+                period=2020,
+                value=-12.5,
+                value_text="=1+2",
+                qualifier="exact",
+                source_id=1,
+                quote="@cmd|' /C calc'!A0",
+                note="-note",
+            )
+        )
+    rows = parse((await client.get("/api/v1/observations.csv", params={"city": "hangzhou"})).text)
+    assert [(r["value"], r["value_text"], r["quote"], r["note"]) for r in rows] == [
+        ("-12.5", "'=1+2", "'@cmd|' /C calc'!A0", "'-note")
+    ]

@@ -1,0 +1,94 @@
+"""Every error path answers in the one shape: RFC 9457 problem+json, never a 500."""
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+pytestmark = pytest.mark.anyio
+
+# (method, url, status, words the detail must contain)
+ERRORS = [
+    ("GET", "/api/v1/cities/atlantis", 404, ["'atlantis'", "/api/v1/cities"]),
+    ("GET", "/api/v1/dimensions/old_drivers", 404, ["'old_drivers'", "/api/v1/dimensions"]),
+    ("GET", "/api/v1/indicators/gdp", 404, ["'gdp'", "/api/v1/indicators"]),
+    ("GET", "/api/v1/sources/99", 404, ["99", "/api/v1/sources"]),
+    ("GET", "/api/v1/sources/abc", 422, ["path.id"]),
+    ("GET", "/api/v1/sources/0", 422, ["path.id"]),
+    ("GET", "/api/v1/sources/99999999999999999999", 422, ["path.id"]),
+    ("GET", "/api/v1/cities/" + "x" * 65, 422, ["path.code"]),
+    ("GET", "/api/v1/observations?limit=0", 422, ["query.limit"]),
+    ("GET", "/api/v1/observations?limit=501", 422, ["query.limit"]),
+    ("GET", "/api/v1/observations?limit=ten", 422, ["query.limit"]),
+    ("GET", "/api/v1/observations?cursor=%%%", 422, ["cursor"]),
+    ("GET", "/api/v1/observations?cursor=bm90LWFuLWludA", 422, ["cursor"]),
+    ("GET", "/api/v1/cities?cursor=" + "a" * 201, 422, ["query.cursor"]),
+    ("GET", "/api/v1/observations?city=atlantis,ningbo", 422, ["'atlantis'", "/api/v1/cities"]),
+    ("GET", "/api/v1/observations?indicator=gdp", 422, ["'gdp'", "/api/v1/indicators"]),
+    ("GET", "/api/v1/observations?dimension=x", 422, ["'x'", "/api/v1/dimensions"]),
+    ("GET", "/api/v1/observations?city=' OR 1=1 --", 422, ["' OR 1=1 --"]),
+    ("GET", "/api/v1/observations?year_from=2024&year_to=2023", 422, ["year_from"]),
+    ("GET", "/api/v1/observations?year_from=99999", 422, ["query.year_from"]),
+    ("GET", "/api/v1/observations?latest=maybe", 422, ["query.latest"]),
+    ("GET", "/api/v1/observations?city=" + "a," * 600, 422, ["query.city"]),
+    ("GET", "/api/v1/observations.csv?city=atlantis", 422, ["'atlantis'"]),
+    ("GET", "/api/v1/observations.csv?bom=perhaps", 422, ["query.bom"]),
+    ("GET", "/api/v1/indicators?dimension=nope", 422, ["'nope'"]),
+    ("GET", "/api/v1/indicators.csv?dimension=nope", 422, ["'nope'"]),
+    ("GET", "/api/v1/nothing-here", 404, ["Not Found"]),
+    ("POST", "/api/v1/cities", 405, ["Method Not Allowed"]),
+    ("DELETE", "/api/v1/observations", 405, ["Method Not Allowed"]),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "status", "words"), ERRORS)
+async def test_error_shape(
+    client: httpx.AsyncClient, method: str, url: str, status: int, words: list[str]
+) -> None:
+    response = await client.request(method, url)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert set(body) - {"errors"} == {"type", "title", "status", "detail", "instance"}
+    assert (body["type"], body["status"], body["instance"]) == (
+        "about:blank",
+        status,
+        url.split("?")[0],
+    )
+    for word in words:
+        assert word in body["detail"]
+    if "errors" in body:
+        assert status == 422
+        assert all(set(e) == {"loc", "msg", "type"} for e in body["errors"])
+    assert "Traceback" not in response.text
+
+
+def test_openapi_declares_problem_json_for_every_error(app: FastAPI) -> None:
+    schema = app.openapi()
+    declared = 0
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            assert operation.get("summary"), path
+            assert operation.get("description"), path
+            assert operation.get("tags"), path
+            for status, response in operation["responses"].items():
+                if status[0] in "45":
+                    assert response["content"] == {
+                        "application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"}
+                        }
+                    }
+                    declared += 1
+    assert declared == 17
+    assert set(schema["components"]["schemas"]["Problem"]["required"]) == {
+        "title",
+        "status",
+        "detail",
+        "instance",
+    }
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+def test_every_schema_is_described(app: FastAPI) -> None:
+    schemas = app.openapi()["components"]["schemas"]
+    undocumented = [name for name, s in schemas.items() if not s.get("description")]
+    assert undocumented == []
