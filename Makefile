@@ -2,15 +2,16 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
+LOCK   := requirements-dev.lock
+STAMP  := $(VENV)/.installed-$(shell sha1sum $(LOCK) | cut -c1-12)
 
 .PHONY: install serve test check lint format migrate seed export lock clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock
+$(STAMP): $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(LOCK)
 	rm -f $(VENV)/.installed-* && touch $@
 
 serve: install ## migrate, seed an empty database, serve on HOST:PORT (DATABASE_URL)
@@ -36,9 +37,12 @@ seed: install
 export: install ## all observations as CSV on stdout
 	$(BIN)/python -m app export
 
-lock: ## re-pin requirements.lock from pyproject.toml
+PIN := $(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links
+
+lock: ## re-pin requirements.lock (runtime) and requirements-dev.lock (runtime + tests) from pyproject.toml
 	$(BIN)/python -m pip install --quiet pip-tools
-	$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+	$(PIN) --output-file requirements.lock pyproject.toml
+	$(PIN) --extra dev --output-file requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage

@@ -2,8 +2,14 @@
 per session into a template, which each test copies."""
 
 import csv
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +94,43 @@ async def get_all(client: httpx.AsyncClient, url: str, **params: Any) -> list[di
         if body["next"] is None:
             return items
         params["cursor"] = body["next"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    database_url: str
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """`python -m app serve` on a free loopback port over a new SQLite file: the same path a
+    newcomer takes (migrate, seed the empty database, serve with uvicorn)."""
+    port = free_port()
+    database_url = sqlite_url(tmp_path_factory.mktemp("live") / "live.db")
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "DATABASE_URL": database_url, "LOG_LEVEL": "warning"}
+    log = tmp_path_factory.mktemp("live-log") / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"server did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+    yield LiveServer(url=url, database_url=database_url, process=process)
+    process.terminate()
+    process.wait(timeout=10)

@@ -1,0 +1,85 @@
+"""End to end: the real server under uvicorn on a loopback port, and the CLI."""
+
+import csv
+import io
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from app.config import ROOT
+from tests.conftest import LiveServer
+
+pytestmark = pytest.mark.e2e
+
+
+def test_served_over_real_http(live_server: LiveServer) -> None:
+    with httpx.Client(base_url=live_server.url) as http:
+        assert http.get("/healthz").json() == {"status": "ok", "database": "ok"}
+        body = http.get("/api/v1/observations", params={"city": "shenzhen", "limit": 4}).json()
+        assert (body["total"], len(body["items"])) == (12, 4)
+        assert http.get("/api/v1/cities/ningbo").json()["name_zh"] == "宁波"
+        missing = http.get("/api/v1/indicators/gdp")
+        assert (missing.status_code, missing.headers["content-type"]) == (404, "application/problem+json")
+
+
+def test_csv_streams_over_real_http(live_server: LiveServer) -> None:
+    with httpx.stream("GET", f"{live_server.url}/api/v1/observations.csv", params={"bom": "true"}) as response:
+        assert response.status_code == 200
+        assert "content-length" not in response.headers  # streamed, not buffered
+        raw = response.read()
+    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+    assert len(rows) == 30
+
+
+def test_docs_and_their_assets_are_served_locally(live_server: LiveServer) -> None:
+    with httpx.Client(base_url=live_server.url) as http:
+        for page, assets in (
+            ("/docs", ["/static-offline-docs/swagger-ui-bundle.js", "/static-offline-docs/swagger-ui.css"]),
+            ("/redoc", ["/static-offline-docs/redoc.standalone.js"]),
+        ):
+            html = http.get(page).text
+            assert "cdn" not in html.lower()
+            for asset in assets:
+                assert asset in html
+                response = http.get(asset)
+                assert response.status_code == 200
+                assert len(response.content) > 100_000
+
+
+def run_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_migrate_seed_export(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    assert run_cli("migrate", database_url=url).returncode == 0
+    seeded = run_cli("seed", database_url=url)
+    assert "observations.csv: 30 added, 0 updated, 0 unchanged" in seeded.stderr
+    again = run_cli("seed", database_url=url)
+    assert "observations.csv: 0 added, 0 updated, 30 unchanged" in again.stderr
+    exported = run_cli("export", "--city", "hefei", database_url=url)
+    rows = list(csv.DictReader(io.StringIO(exported.stdout, newline="")))
+    assert [r["indicator_code"] for r in rows] == [
+        "national_lab_count",
+        "big_science_facility_count",
+        "global_research_city_rank",
+        "national_innovative_city_rank",
+        "sei_output_share_industrial_output",
+    ]
+    out = tmp_path / "indicators.csv"  # type: ignore[operator]
+    assert run_cli("export", "indicators", "--bom", "-o", str(out), database_url=url).returncode == 0
+    assert out.read_bytes().startswith(b"\xef\xbb\xbfcode,name_zh")
+    bad = run_cli("export", "--city", "atlantis", database_url=url)
+    assert (bad.returncode, bad.stderr.strip()) == (
+        2,
+        "export failed: Unknown city 'atlantis'. List the valid codes at /api/v1/cities.",
+    )
