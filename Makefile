@@ -17,12 +17,13 @@ $(STAMP): $(LOCK)
 serve: install ## migrate, seed an empty database, serve on HOST:PORT (DATABASE_URL)
 	$(BIN)/python -m app serve
 
-test: install ## the whole suite, with branch coverage
+test: check ## lint, types, then the whole suite with branch coverage
 	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
-check: install ## lint and format check
+check: install ## lint, format and type checks
 	$(BIN)/ruff check app tests migrations
 	$(BIN)/ruff format --check app tests migrations
+	$(BIN)/mypy app
 
 format: install
 	$(BIN)/ruff format app tests migrations

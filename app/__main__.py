@@ -81,11 +81,12 @@ def _export(args: argparse.Namespace) -> int:
     except BadRequest as exc:
         print(f"export failed: {exc.detail}", file=sys.stderr)
         return 2
-    export = {
-        "observations": lambda: observations_export(filters),
-        "cities": cities_export,
-        "indicators": lambda: indicators_export(filters.dimensions),
-    }[args.resource]()
+    if args.resource == "cities":
+        export = cities_export()
+    elif args.resource == "indicators":
+        export = indicators_export(filters.dimensions)
+    else:
+        export = observations_export(filters)
     if args.output in (None, "-"):
         export.write(engine, sys.stdout, args.bom)
     else:

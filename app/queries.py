@@ -123,7 +123,7 @@ def observations_select(f: ObservationFilter) -> Select[Any]:
     An undated value stands as of its source, so it ranks at the source's reference year.
     """
     where = f.conditions()
-    stmt = select(*OBSERVATION_COLUMNS).join(Indicator).where(*where)
+    stmt: Select[Any] = select(*OBSERVATION_COLUMNS).join(Indicator).where(*where)
     if f.latest:
         effective_year = func.coalesce(Observation.period, Source.reference_year)
         rank = (
@@ -200,7 +200,7 @@ def family_dicts(session: Session) -> dict[str, dict[str, Any]]:
         .where(col(Indicator.family_code).is_not(None))
         .order_by(col(Indicator.code))
     ):
-        members.setdefault(family, []).append(code)
+        members.setdefault(str(family), []).append(code)
     return {
         f.code: {**f.model_dump(), "indicators": members.get(f.code, [])}
         for f in session.exec(select(ComparabilityFamily))

@@ -160,7 +160,7 @@ def _load_observations(session: Session, path: Path, tally: Tally) -> None:
         pending.append((where, _upsert(session, existing, row, tally), inputs))
     session.flush()
     for where, obs, inputs in pending:
-        wanted = set()
+        wanted: set[int] = set()
         for key in inputs:
             try:
                 found = _find_observation(session, *parse_observation_key(key), obs.source_id)
@@ -168,7 +168,9 @@ def _load_observations(session: Session, path: Path, tally: Tally) -> None:
                 found = None
             if found is None:
                 raise SeedError(f"{where}: derived_from names {key!r}, which is not in the file")
+            assert found.id is not None
             wanted.add(found.id)
+        assert obs.id is not None
         have = {
             d.input_id: d
             for d in session.exec(select(Derivation).where(Derivation.observation_id == obs.id))

@@ -115,10 +115,22 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     newcomer takes (migrate, seed the empty database, serve with uvicorn)."""
     port = free_port()
     database_url = sqlite_url(tmp_path_factory.mktemp("live") / "live.db")
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "DATABASE_URL": database_url, "LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "warning",
+    }
     log = tmp_path_factory.mktemp("live-log") / "server.log"
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

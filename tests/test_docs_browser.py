@@ -12,7 +12,10 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and not os.environ.get("CI"):
-    pytest.skip("chromium is not installed (`apt-get install chromium`); .ci/run installs it", allow_module_level=True)
+    pytest.skip(
+        "chromium is not installed (`apt-get install chromium`); .ci/run installs it",
+        allow_module_level=True,
+    )
 
 
 def rendered_dom(url: str, tmp_path: object) -> str:

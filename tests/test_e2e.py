@@ -1,5 +1,6 @@
 """End to end: the real server under uvicorn on a loopback port, and the CLI."""
 
+import asyncio
 import csv
 import io
 import subprocess
@@ -21,11 +22,16 @@ def test_served_over_real_http(live_server: LiveServer) -> None:
         assert (body["total"], len(body["items"])) == (12, 4)
         assert http.get("/api/v1/cities/ningbo").json()["name_zh"] == "宁波"
         missing = http.get("/api/v1/indicators/gdp")
-        assert (missing.status_code, missing.headers["content-type"]) == (404, "application/problem+json")
+        assert (missing.status_code, missing.headers["content-type"]) == (
+            404,
+            "application/problem+json",
+        )
 
 
 def test_csv_streams_over_real_http(live_server: LiveServer) -> None:
-    with httpx.stream("GET", f"{live_server.url}/api/v1/observations.csv", params={"bom": "true"}) as response:
+    with httpx.stream(
+        "GET", f"{live_server.url}/api/v1/observations.csv", params={"bom": "true"}
+    ) as response:
         assert response.status_code == 200
         assert "content-length" not in response.headers  # streamed, not buffered
         raw = response.read()
@@ -36,7 +42,13 @@ def test_csv_streams_over_real_http(live_server: LiveServer) -> None:
 def test_docs_and_their_assets_are_served_locally(live_server: LiveServer) -> None:
     with httpx.Client(base_url=live_server.url) as http:
         for page, assets in (
-            ("/docs", ["/static-offline-docs/swagger-ui-bundle.js", "/static-offline-docs/swagger-ui.css"]),
+            (
+                "/docs",
+                [
+                    "/static-offline-docs/swagger-ui-bundle.js",
+                    "/static-offline-docs/swagger-ui.css",
+                ],
+            ),
             ("/redoc", ["/static-offline-docs/redoc.standalone.js"]),
         ):
             html = http.get(page).text
@@ -76,10 +88,28 @@ def test_cli_migrate_seed_export(tmp_path: object) -> None:
         "sei_output_share_industrial_output",
     ]
     out = tmp_path / "indicators.csv"  # type: ignore[operator]
-    assert run_cli("export", "indicators", "--bom", "-o", str(out), database_url=url).returncode == 0
+    assert (
+        run_cli("export", "indicators", "--bom", "-o", str(out), database_url=url).returncode == 0
+    )
     assert out.read_bytes().startswith(b"\xef\xbb\xbfcode,name_zh")
     bad = run_cli("export", "--city", "atlantis", database_url=url)
     assert (bad.returncode, bad.stderr.strip()) == (
         2,
         "export failed: Unknown city 'atlantis'. List the valid codes at /api/v1/cities.",
     )
+
+
+@pytest.mark.anyio
+async def test_64_concurrent_connections_all_answer(live_server: LiveServer) -> None:
+    """SQLAlchemy's default pool (5 + 10) stalls a sync endpoint at 64 connections; ours is sized
+    to the thread pool, so every request gets a connection."""
+    urls = [
+        f"/api/v1/observations?city={city}&limit={limit}"
+        for city in ("ningbo", "shenzhen", "hefei", "changzhou")
+        for limit in range(1, 17)
+    ] * 4
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=live_server.url, limits=limits, timeout=30) as http:
+        responses = await asyncio.gather(*(http.get(url) for url in urls))
+    assert len(responses) == 256
+    assert {r.status_code for r in responses} == {200}

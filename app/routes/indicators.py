@@ -87,5 +87,5 @@ def indicators_csv(
 @router.get("/{code}", responses=problem_responses(404, 422), summary="One indicator")
 def get_indicator(session: SessionDep, indicator: IndicatorDep) -> IndicatorPublic:
     """The indicator with its basis, unit and comparability family (and the family's members)."""
-    row = session.exec(indicator_select().where(Indicator.code == indicator.code)).one()
+    row = session.exec(indicator_select().where(col(Indicator.code) == indicator.code)).one()  # type: ignore[call-overload]
     return IndicatorPublic.model_validate(indicator_dicts(session, [row])[0])
