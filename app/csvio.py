@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import Engine, Select
 from sqlmodel import Session, col, select
 
-from app.models import City, Indicator, Observation
+from app.models import City, Indicator
 from app.queries import (
     ObservationFilter,
     derived_input_keys,
@@ -136,7 +136,8 @@ def _observation_cells(session: Session, batch: Sequence[Any]) -> list[list[Any]
 
 def observations_export(filters: ObservationFilter) -> Export:
     """`derived_from` lists the inputs as `city/indicator/period` keys, `;`-separated."""
-    stmt = observations_select(filters).order_by(col(Observation.id))
+    stmt = observations_select(filters)
+    stmt = stmt.order_by(stmt.selected_columns.id)
     return Export("observations.csv", OBSERVATION_COLUMNS, stmt, _observation_cells)
 
 

@@ -25,12 +25,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
 
 
-def make_engine(settings: Settings) -> Engine:
-    """One engine per process, its pool sized so request threads can never exhaust it."""
+def _sqlite_transactions(engine: Engine, begin: str) -> None:
+    """Take transactions out of pysqlite's hands (it begins lazily, and only before writes) and
+    begin them ourselves: `BEGIN` gives a read a consistent snapshot; `BEGIN IMMEDIATE` takes
+    the write lock up front, so a read-then-write never fails upgrading its lock."""
+
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+
+def make_engine(settings: Settings, write: bool = False) -> Engine:
+    """An engine whose pool request threads can never exhaust. On SQLite, a `write` engine
+    begins every transaction with BEGIN IMMEDIATE; use it for every write."""
     url = settings.database_url
     kwargs: dict[str, Any] = {
         "pool_size": settings.pool_size,
@@ -45,6 +60,7 @@ def make_engine(settings: Settings) -> Engine:
     engine = create_engine(url, **kwargs)
     if is_sqlite(url):
         event.listen(engine, "connect", _sqlite_pragmas)
+        _sqlite_transactions(engine, "BEGIN IMMEDIATE" if write else "BEGIN")
     return engine
 
 
@@ -53,7 +69,13 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def get_write_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.write_engine) as session:
+        yield session
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
+WriteSessionDep = Annotated[Session, Depends(get_write_session)]
 
 
 def alembic_config(url: str) -> "AlembicConfig":

@@ -51,10 +51,14 @@ class NotFound(HTTPException):
 
 
 class BadRequest(HTTPException):
-    """A parameter that parses but does not make sense (an unknown filter code, a bad cursor)."""
+    """Input that parses but does not make sense (an unknown code, a bad cursor, a unit that
+    is not the indicator's); `errors` lists (field, message) pairs where there are several."""
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, errors: list[tuple[str, str]] | None = None) -> None:
         super().__init__(422, detail)
+        self.errors = [
+            FieldError(loc=f"body.{f}", msg=m, type="value_error") for f, m in errors or []
+        ]
 
 
 def problem(request: Request, status: int, detail: str, **extra: Any) -> JSONResponse:
@@ -72,7 +76,8 @@ def problem(request: Request, status: int, detail: str, **extra: Any) -> JSONRes
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    response = problem(request, exc.status_code, str(exc.detail))
+    errors = getattr(exc, "errors", None) or None
+    response = problem(request, exc.status_code, str(exc.detail), errors=errors)
     if exc.headers:
         response.headers.update(exc.headers)
     return response
@@ -109,7 +114,12 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries for routes; main.openapi() rewrites their content to problem+json."""
     descriptions = {
         404: "Unknown code or id (problem+json).",
-        422: "Invalid parameter (problem+json).",
+        401: "No API key, or an unknown or revoked one (problem+json).",
+        403: "The key's scope does not allow this (problem+json).",
+        409: "Conflicts with existing data (problem+json).",
+        413: "The upload is too large (problem+json).",
+        415: "The upload is not CSV (problem+json).",
+        422: "Invalid parameter or body (problem+json).",
         503: "The database is unavailable (problem+json).",
     }
     return {s: {"model": Problem, "description": descriptions[s]} for s in statuses}

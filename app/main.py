@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         yield
         app.state.engine.dispose()
+        app.state.write_engine.dispose()
 
     app = FastAPIOffline(
         title="Xinzhi Metrics 新质指标",
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings)
+    app.state.write_engine = make_engine(settings, write=True)
     errors.install(app)
     app.add_middleware(
         CORSMiddleware,

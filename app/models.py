@@ -4,9 +4,10 @@ Natural codes (slugs such as ``ningbo``) are the keys of the reference tables, s
 exports and imports read the same as the API. Observations and sources have integer ids.
 """
 
-from datetime import date
-from typing import Any, Literal, get_args
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
+from pydantic import ConfigDict, StringConstraints, model_validator
 from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, MetaData, String, text
 from sqlmodel import Field, SQLModel
 
@@ -230,7 +231,8 @@ class ObservationBase(SQLModel):
         schema_extra={"examples": [2023]},
     )
     value: float = Field(
-        description="The number, in the indicator's unit.", schema_extra={"examples": [41.9]}
+        description="The number, in the indicator's unit (finite).",
+        schema_extra={"examples": [41.9], "allow_inf_nan": False},
     )
     value_text: str = Field(
         description="The value as the source wrote it.", schema_extra={"examples": ["41.9%"]}
@@ -275,6 +277,12 @@ class Observation(ObservationBase, table=True):
         ),
     )
     id: int | None = Field(default=None, primary_key=True)
+    version: int = Field(
+        default=1,
+        sa_column_kwargs={"server_default": "1"},
+        description="Bumped by every write; the number of the latest revision.",
+    )
+    deleted_at: datetime | None = Field(default=None, description="Set by a (soft) delete.")
 
 
 class Derivation(SQLModel, table=True):
@@ -296,6 +304,9 @@ class ObservationPublic(ObservationBase):
     """One value of one indicator for one city and period, with qualifier and provenance."""
 
     id: int
+    version: int = Field(
+        description="How many times the value has been written (1 = never corrected)."
+    )
     unit_code: str = Field(
         description="The indicator's unit.", schema_extra={"examples": ["percent"]}
     )
@@ -365,3 +376,245 @@ class DimensionDetail(DimensionPublic):
     """A dimension with its indicators and their city coverage."""
 
     indicators: list[IndicatorCoverage]
+
+
+# ---------------------------------------------------------------- API keys, history and audit
+
+# read: identifies a client (no writes); write: data writes; admin: writes and the audit log.
+Scope = Literal["read", "write", "admin"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ApiKey(SQLModel, table=True):
+    """A curator's key. Only its SHA-256 hash is stored; `prefix` finds the row."""
+
+    __tablename__ = "api_key"
+    __table_args__ = (CheckConstraint(_in("scope", Scope), name="scope"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, unique=True)
+    prefix: str = Field(max_length=16, unique=True)
+    key_hash: str = Field(max_length=64)
+    scope: str = Field(max_length=16)
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class RevisionBase(SQLModel):
+    observation_id: int = Field(foreign_key="observation.id", index=True)
+    version: int = Field(description="1 for the first write, then +1 per write.")
+    city_code: str = Field(max_length=64)
+    indicator_code: str = Field(max_length=64)
+    period: int | None = None
+    value: float
+    value_text: str
+    qualifier: str = Field(max_length=16)
+    is_derived: bool
+    formula: str | None = None
+    source_id: int
+    quote: str
+    note: str | None = None
+    deleted: bool = Field(description="True for the revision a delete wrote.")
+    changed_at: datetime = Field(description="When the write happened (UTC).")
+    changed_by: str = Field(max_length=128, description="Name of the API key (or `seed`, `cli`).")
+    reason: str = Field(description="Why the write was made, as the curator gave it.")
+
+
+class ObservationRevision(RevisionBase, table=True):
+    """A full copy of an observation after each write; nothing is ever overwritten here."""
+
+    __tablename__ = "observation_revision"
+    __table_args__ = (
+        Index("uq_observation_revision_version", "observation_id", "version", unique=True),
+        Index("ix_observation_revision_changed_at", "changed_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class RevisionPublic(RevisionBase):
+    """One version of an observation, as it stood after one write."""
+
+
+class AuditEventBase(SQLModel):
+    at: datetime = Field(description="When (UTC).")
+    actor: str = Field(max_length=128, description="API key name, or `seed` / `cli`.")
+    action: str = Field(max_length=16, schema_extra={"examples": ["update"]})
+    resource: str = Field(max_length=32, schema_extra={"examples": ["observation"]})
+    resource_key: str = Field(max_length=256, schema_extra={"examples": ["25"]})
+    changes: str = Field(description="What changed, as JSON: {field: [old, new]} or counts.")
+    reason: str
+
+
+class AuditEvent(AuditEventBase, table=True):
+    """Every write, in order; its highest id is the data version behind ETags."""
+
+    __tablename__ = "audit_event"
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class AuditEventPublic(AuditEventBase):
+    """One recorded write."""
+
+    id: int
+
+
+# ---------------------------------------------------------------- write models
+# What clients may send. Server-owned fields (ids, versions, timestamps) are absent, and
+# unknown fields are rejected, so no client can set them.
+
+Code = Annotated[str, StringConstraints(pattern=CODE_PATTERN, max_length=64)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class WriteModel(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+
+class UpdateModel(WriteModel):
+    """A partial update: only the fields sent change; null only where the column allows it."""
+
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> "UpdateModel":
+        bad = sorted(
+            f for f in self.model_fields_set if getattr(self, f) is None and f not in self.nullable
+        )
+        if bad:
+            raise ValueError(f"{', '.join(bad)} cannot be null")
+        return self
+
+
+class CityCreate(CityBase, WriteModel):
+    """A new city."""
+
+    code: Code = Field(schema_extra={"examples": ["suzhou"]})
+
+
+class CityUpdate(UpdateModel):
+    """Fields of a city to change (its code cannot change)."""
+
+    nullable: ClassVar[frozenset[str]] = frozenset({"notes"})
+    name_zh: Name | None = None
+    name_en: Name | None = None
+    province_zh: Name | None = None
+    province_en: Name | None = None
+    admin_level: AdminLevel | None = None
+    notes: str | None = None
+
+
+class IndicatorCreate(WriteModel):
+    """A new indicator, with its basis, unit, dimension and optional comparability family."""
+
+    code: Code = Field(schema_extra={"examples": ["rd_intensity"]})
+    name_zh: str = Field(
+        min_length=1, max_length=128, schema_extra={"examples": ["研发经费投入强度"]}
+    )
+    name_en: str = Field(min_length=1, max_length=128, schema_extra={"examples": ["R&D intensity"]})
+    definition: str = Field(min_length=1)
+    dimension_code: str = Field(max_length=64, schema_extra={"examples": ["new_drivers"]})
+    dimension_rationale: str = Field(min_length=1)
+    unit_code: str = Field(max_length=64, schema_extra={"examples": ["percent"]})
+    family_code: str | None = Field(default=None, max_length=64)
+    basis: Basis
+
+
+class IndicatorUpdate(UpdateModel):
+    """Fields of an indicator to change. Its unit cannot change once it has observations."""
+
+    nullable: ClassVar[frozenset[str]] = frozenset({"family_code"})
+    name_zh: str | None = Field(default=None, min_length=1, max_length=128)
+    name_en: str | None = Field(default=None, min_length=1, max_length=128)
+    definition: str | None = Field(default=None, min_length=1)
+    dimension_code: str | None = Field(default=None, max_length=64)
+    dimension_rationale: str | None = Field(default=None, min_length=1)
+    unit_code: str | None = Field(default=None, max_length=64)
+    family_code: str | None = Field(default=None, max_length=64)
+    basis: Basis | None = None
+
+
+class SourceCreate(SourceBase, WriteModel):
+    """A new source."""
+
+
+class SourceUpdate(UpdateModel):
+    """Fields of a source to change."""
+
+    nullable: ClassVar[frozenset[str]] = frozenset(
+        {
+            "reporter",
+            "interviewee",
+            "interviewee_title",
+            "published_on",
+            "published_inferred",
+            "url",
+        }
+    )
+    title: str | None = Field(default=None, min_length=1)
+    title_en: str | None = Field(default=None, min_length=1)
+    publication: str | None = Field(default=None, min_length=1)
+    reporter: str | None = None
+    interviewee: str | None = None
+    interviewee_title: str | None = None
+    published_on: date | None = None
+    published_inferred: str | None = Field(default=None, max_length=32)
+    reference_year: int | None = Field(default=None, ge=1900, le=2200)
+    provenance_note: str | None = Field(default=None, min_length=1)
+    url: str | None = None
+    language: str | None = Field(default=None, max_length=16)
+
+
+def check_derivation(
+    is_derived: bool | None, formula: str | None, inputs: list[int] | None
+) -> None:
+    if not (bool(is_derived) == (formula is not None) == bool(inputs)):
+        raise ValueError(
+            "a derived value needs is_derived=true, a formula and derived_from ids; other values none of them"
+        )
+
+
+class ObservationCreate(ObservationBase, WriteModel):
+    """A new observation. `unit_code`, if sent, must be the indicator's unit."""
+
+    derived_from: list[int] = Field(
+        default=[], max_length=100, description="Ids of the input observations."
+    )
+    unit_code: str | None = Field(
+        default=None, max_length=64, description="Optional check: the indicator's unit."
+    )
+
+    @model_validator(mode="after")
+    def _derivation(self) -> "ObservationCreate":
+        check_derivation(self.is_derived, self.formula, self.derived_from)
+        return self
+
+
+class ObservationUpdate(UpdateModel):
+    """A correction. The old version stays in the history."""
+
+    nullable: ClassVar[frozenset[str]] = frozenset({"period", "formula", "note"})
+    period: int | None = Field(default=None, ge=1900, le=2200)
+    value: float | None = Field(default=None, schema_extra={"allow_inf_nan": False})
+    value_text: str | None = Field(default=None, min_length=1)
+    qualifier: Qualifier | None = None
+    is_derived: bool | None = None
+    formula: str | None = None
+    derived_from: list[int] | None = Field(default=None, max_length=100)
+    source_id: int | None = Field(default=None, ge=1)
+    quote: str | None = Field(default=None, min_length=1)
+    note: str | None = None
+    unit_code: str | None = Field(
+        default=None, max_length=64, description="Optional check: the indicator's unit."
+    )
+
+
+class ImportReport(SQLModel):
+    """What an import did, or (dry run) would do."""
+
+    dry_run: bool
+    rows: int = Field(description="Data rows in the file.")
+    added: int
+    updated: int
+    unchanged: int

@@ -5,9 +5,11 @@ import base64
 import binascii
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func
+from sqlalchemy import ColumnElement, FromClause, Select, false, func
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from app.errors import BadRequest
@@ -18,6 +20,7 @@ from app.models import (
     Dimension,
     Indicator,
     Observation,
+    ObservationRevision,
     Source,
     Unit,
 )
@@ -79,11 +82,41 @@ def check_codes(
 
 # ---------------------------------------------------------------- observations
 
-OBSERVATION_COLUMNS = (
-    *Observation.__table__.c,  # type: ignore[attr-defined]
-    col(Indicator.unit_code),
-    col(Indicator.dimension_code),
+# The columns an observation read returns, from the live table or from the revisions.
+OBSERVATION_FIELDS = (
+    "id",
+    "city_code",
+    "indicator_code",
+    "period",
+    "value",
+    "value_text",
+    "qualifier",
+    "is_derived",
+    "formula",
+    "source_id",
+    "quote",
+    "note",
+    "version",
 )
+
+
+def observations_as_of(as_of: datetime) -> FromClause:
+    """Each observation as its newest revision at `as_of` left it; deleted ones drop out."""
+    r = ObservationRevision.__table__.c  # type: ignore[attr-defined]
+    newest = (
+        func.row_number()
+        .over(partition_by=r.observation_id, order_by=r.version.desc())
+        .label("rank")
+    )
+    columns: list[Any] = [r.observation_id.label("id"), *(r[f] for f in OBSERVATION_FIELDS[1:])]
+    ranked = (
+        core_select(*columns, r.deleted, newest).where(r.changed_at <= as_of).subquery("ranked")
+    )
+    return (
+        core_select(*(ranked.c[f] for f in OBSERVATION_FIELDS))
+        .where(ranked.c.rank == 1, ranked.c.deleted == false())
+        .subquery("observation_as_of")
+    )
 
 
 @dataclass
@@ -94,6 +127,7 @@ class ObservationFilter:
     year_from: int | None = None
     year_to: int | None = None
     latest: bool = False
+    as_of: datetime | None = None
 
     def check(self, session: Session) -> None:
         check_codes(session, City, self.cities, "city", "/api/v1/cities")
@@ -102,18 +136,25 @@ class ObservationFilter:
         if self.year_from and self.year_to and self.year_from > self.year_to:
             raise BadRequest(f"year_from ({self.year_from}) is after year_to ({self.year_to}).")
 
-    def conditions(self) -> list[ColumnElement[bool]]:
+    def table(self) -> FromClause:
+        if self.as_of is None:
+            return Observation.__table__  # type: ignore[attr-defined,no-any-return]
+        return observations_as_of(self.as_of)
+
+    def conditions(self, t: FromClause) -> list[ColumnElement[bool]]:
         where: list[ColumnElement[bool]] = []
+        if self.as_of is None:
+            where.append(t.c.deleted_at.is_(None))
         if self.cities:
-            where.append(col(Observation.city_code).in_(self.cities))
+            where.append(t.c.city_code.in_(self.cities))
         if self.indicators:
-            where.append(col(Observation.indicator_code).in_(self.indicators))
+            where.append(t.c.indicator_code.in_(self.indicators))
         if self.dimensions:
             where.append(col(Indicator.dimension_code).in_(self.dimensions))
         if self.year_from is not None:
-            where.append(col(Observation.period) >= self.year_from)
+            where.append(t.c.period >= self.year_from)
         if self.year_to is not None:
-            where.append(col(Observation.period) <= self.year_to)
+            where.append(t.c.period <= self.year_to)
         return where
 
 
@@ -121,22 +162,40 @@ def observations_select(f: ObservationFilter) -> Select[Any]:
     """Observations with their unit and dimension; `latest` keeps the newest per city+indicator.
 
     An undated value stands as of its source, so it ranks at the source's reference year.
+    The statement's `id` column (`stmt.selected_columns.id`) is the key to order and page by.
     """
-    where = f.conditions()
-    stmt: Select[Any] = select(*OBSERVATION_COLUMNS).join(Indicator).where(*where)
+    t = f.table()
+    where = f.conditions(t)
+    columns: list[Any] = [
+        *(t.c[n] for n in OBSERVATION_FIELDS),
+        Indicator.unit_code,
+        Indicator.dimension_code,
+    ]
+    stmt: Select[Any] = (
+        core_select(*columns)
+        .select_from(t)
+        .join(Indicator, col(Indicator.code) == t.c.indicator_code)
+        .where(*where)
+    )
     if f.latest:
-        effective_year = func.coalesce(Observation.period, Source.reference_year)
+        effective_year = func.coalesce(t.c.period, Source.reference_year)
         rank = (
             func.row_number()
             .over(
-                partition_by=(Observation.city_code, Observation.indicator_code),
-                order_by=(effective_year.desc(), col(Observation.id).desc()),
+                partition_by=(t.c.city_code, t.c.indicator_code),
+                order_by=(effective_year.desc(), t.c.id.desc()),
             )
             .label("rank")
         )
-        ranked = select(col(Observation.id), rank).join(Indicator).join(Source).where(*where)
-        newest = ranked.subquery()
-        stmt = stmt.where(col(Observation.id).in_(select(newest.c.id).where(newest.c.rank == 1)))
+        ranked = (
+            select(t.c.id, rank)
+            .select_from(t)
+            .join(Indicator, col(Indicator.code) == t.c.indicator_code)
+            .join(Source, col(Source.id) == t.c.source_id)
+            .where(*where)
+            .subquery()
+        )
+        stmt = stmt.where(t.c.id.in_(select(ranked.c.id).where(ranked.c.rank == 1)))
     return stmt
 
 
@@ -233,7 +292,7 @@ def dimension_coverage(session: Session, dimension_code: str) -> list[dict[str, 
     for indicator, city in session.exec(
         select(Observation.indicator_code, Observation.city_code)
         .join(Indicator)
-        .where(Indicator.dimension_code == dimension_code)
+        .where(Indicator.dimension_code == dimension_code, col(Observation.deleted_at).is_(None))
         .distinct()
         .order_by(col(Observation.city_code))
     ):

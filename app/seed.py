@@ -4,7 +4,7 @@ A bad row fails the whole load with ``file:line: field: message``; nothing is ha
 """
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,15 +17,25 @@ from app.models import (
     City,
     CityIndustry,
     ComparabilityFamily,
-    Derivation,
     Dimension,
     Indicator,
     Observation,
     Source,
     Unit,
 )
+from app.writes import (
+    OBSERVATION_DATA,
+    audit,
+    current_inputs,
+    find_observation,
+    record_revision,
+    set_inputs,
+)
 
 M = TypeVar("M", bound=SQLModel)
+
+
+SEED_ACTOR = "seed"
 
 
 class SeedError(ValueError):
@@ -82,18 +92,22 @@ def _validate(model: type[M], data: dict[str, Any], where: str) -> M:
         raise SeedError(f"{where}: {loc}: {first['msg']}") from None
 
 
-def _upsert(session: Session, existing: M | None, new: M, tally: Tally) -> M:
+def _upsert(
+    session: Session, existing: M | None, new: M, tally: Tally, fields: Iterable[str] | None = None
+) -> tuple[M, str]:
+    """Adds `new`, or copies it onto `existing`; compares only `fields` (default: all but id)."""
     if existing is None:
         session.add(new)
         tally.added += 1
-        return new
-    fields = new.model_dump(exclude={"id"})
-    if existing.model_dump(exclude={"id"}) == fields:
+        return new, "added"
+    names = set(fields) if fields is not None else set(type(new).model_fields) - {"id"}
+    data = new.model_dump(include=names)
+    if existing.model_dump(include=names) == data:
         tally.unchanged += 1
-    else:
-        existing.sqlmodel_update(fields)
-        tally.updated += 1
-    return existing
+        return existing, "unchanged"
+    existing.sqlmodel_update(data)
+    tally.updated += 1
+    return existing, "updated"
 
 
 def _require(session: Session, model: type[SQLModel], key: Any, what: str, where: str) -> None:
@@ -120,21 +134,8 @@ def _load_indicators(session: Session, path: Path, tally: Tally) -> None:
     session.flush()
 
 
-def _find_observation(
-    session: Session, city: str, indicator: str, period: int | None, source_id: int
-) -> Observation | None:
-    return session.exec(
-        select(Observation).where(
-            Observation.city_code == city,
-            Observation.indicator_code == indicator,
-            Observation.period == period if period is not None else Observation.period.is_(None),  # type: ignore[union-attr]
-            Observation.source_id == source_id,
-        )
-    ).first()
-
-
 def _load_observations(session: Session, path: Path, tally: Tally) -> None:
-    pending: list[tuple[str, Observation, list[str]]] = []
+    pending: list[tuple[str, Observation, list[str], str]] = []
     for line, data in _rows(path):
         where = f"{path}:{line}"
         unit = data.pop("unit_code", None)
@@ -154,31 +155,34 @@ def _load_observations(session: Session, path: Path, tally: Tally) -> None:
             raise SeedError(
                 f"{where}: derived_from must list the inputs of a derived value, and only of one"
             )
-        existing = _find_observation(
+        existing = find_observation(
             session, row.city_code, row.indicator_code, row.period, row.source_id
         )
-        pending.append((where, _upsert(session, existing, row, tally), inputs))
+        obs, status = _upsert(session, existing, row, tally, OBSERVATION_DATA)
+        if status == "updated":
+            obs.version += 1
+        pending.append((where, obs, inputs, status))
     session.flush()
-    for where, obs, inputs in pending:
+    for where, obs, inputs, status in pending:
         wanted: set[int] = set()
         for key in inputs:
             try:
-                found = _find_observation(session, *parse_observation_key(key), obs.source_id)
+                found = find_observation(session, *parse_observation_key(key), obs.source_id)
             except ValueError:
                 found = None
             if found is None:
                 raise SeedError(f"{where}: derived_from names {key!r}, which is not in the file")
             assert found.id is not None
             wanted.add(found.id)
-        assert obs.id is not None
-        have = {
-            d.input_id: d
-            for d in session.exec(select(Derivation).where(Derivation.observation_id == obs.id))
-        }
-        for input_id in wanted - have.keys():
-            session.add(Derivation(observation_id=obs.id, input_id=input_id))
-        for input_id in have.keys() - wanted:
-            session.delete(have[input_id])
+        if sorted(wanted) != current_inputs(session, obs):
+            set_inputs(session, obs, wanted)
+            if status == "unchanged":
+                obs.version += 1
+                status = "updated"
+                tally.unchanged -= 1
+                tally.updated += 1
+        if status != "unchanged":
+            record_revision(session, obs, SEED_ACTOR, f"seed: {where}")
     session.flush()
 
 
@@ -217,6 +221,9 @@ def load_seed(engine: Engine, seed_dir: Path) -> SeedReport:
         for name, load in steps:
             tally = report.files.setdefault(name, Tally())
             load(session, seed_dir / name, tally)
+        if report.changed:
+            counts = {name: vars(t) for name, t in report.files.items()}
+            audit(session, SEED_ACTOR, "seed", "seed", seed_dir.name, counts, "python -m app seed")
     return report
 
 

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlmodel import SQLModel
 
-from app import models  # noqa: F401  (registers the tables)
+from app import auth, models  # noqa: F401  (registers the tables)
 from app.config import get_settings
 
 config = context.config

@@ -73,6 +73,7 @@ def app(settings: Settings) -> Iterator[FastAPI]:
     application = create_app(settings)
     yield application
     application.state.engine.dispose()
+    application.state.write_engine.dispose()
 
 
 @pytest.fixture

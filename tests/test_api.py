@@ -123,6 +123,7 @@ async def test_observation_row_shape(client: httpx.AsyncClient) -> None:
         "source_id": 1,
         "quote": "2023年，深圳战略性新兴产业增加值达 1.45 万亿元，占地区生产总值的比重为 41.9%。",
         "note": None,
+        "version": 1,
     }
 
 

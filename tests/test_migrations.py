@@ -15,6 +15,9 @@ from tests.conftest import sqlite_url
 
 TABLES = {
     "alembic_version",
+    "api_key",
+    "audit_event",
+    "observation_revision",
     "city",
     "city_industry",
     "comparability_family",

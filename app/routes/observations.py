@@ -4,12 +4,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlmodel import col
 
 from app.csvio import csv_responses, observations_export
 from app.db import SessionDep
 from app.errors import problem_responses
-from app.models import Observation, ObservationPublic
+from app.models import ObservationPublic
 from app.pagination import BomQuery, CursorQuery, LimitQuery, ListPage, page_of, split_codes
 from app.queries import (
     ObservationFilter,
@@ -83,7 +82,8 @@ def list_observations(
     """Observations ordered by id, each with unit, period, value, the qualifier it was stated
     with, whether it is derived (and from which observations), its source and the verbatim quote.
     Unknown codes in a filter are a 422, not an empty page."""
-    page = paginate(session, observations_select(filters), col(Observation.id), limit, cursor)
+    stmt = observations_select(filters)
+    page = paginate(session, stmt, stmt.selected_columns.id, limit, cursor)
     return page_of(request, response, page, limit, observation_dicts(session, page.rows))
 
 
