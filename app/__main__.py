@@ -3,6 +3,7 @@
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from app.config import get_settings
 
@@ -109,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
     mig.set_defaults(run=_migrate)
 
     seed = sub.add_parser("seed", help="load seed/*.csv (idempotent)")
-    seed.add_argument("--dir", help="seed folder (default: SEED_DIR or ./seed)")
+    seed.add_argument("--dir", type=Path, help="seed folder (default: SEED_DIR or ./seed)")
     seed.set_defaults(run=_seed)
 
     export = sub.add_parser("export", help="write CSV to stdout or a file")

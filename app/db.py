@@ -19,6 +19,13 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def ensure_sqlite_dir(url: str) -> None:
+    """SQLite creates the file but not its folder (data/ is not in git)."""
+    path = make_url(url).database
+    if is_sqlite(url) and path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside one writer; foreign keys are off by default in SQLite.
     cursor = dbapi_connection.cursor()
@@ -54,9 +61,7 @@ def make_engine(settings: Settings, write: bool = False) -> Engine:
     }
     if is_sqlite(url):
         kwargs["connect_args"] = {"check_same_thread": False}
-        path = make_url(url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        ensure_sqlite_dir(url)
     engine = create_engine(url, **kwargs)
     if is_sqlite(url):
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -91,4 +96,5 @@ def migrate(url: str, revision: str = "head") -> None:
     """Brings the schema to `revision`; migrations are the only thing that creates tables."""
     from alembic import command
 
+    ensure_sqlite_dir(url)
     command.upgrade(alembic_config(url), revision)

@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__, errors
 from app.config import Settings, get_settings
@@ -47,6 +48,28 @@ TAGS = [
     {"name": "sources", "description": "Where the values were published."},
     {"name": "health", "description": "Liveness for load balancers."},
 ]
+
+
+class HeadAsGet:
+    """Answers HEAD like GET without the body (FastAPI routes take GET only), so load
+    balancers and link checkers can probe any read endpoint."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -105,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["Link", "ETag", "Content-Disposition"],
     )
+    app.add_middleware(HeadAsGet)
     for module in (cities, dimensions, indicators, observations, sources):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)

@@ -1,10 +1,12 @@
 """The one list envelope, its query parameters, and RFC 8288 Link headers."""
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.errors import BadRequest
 from app.queries import Slice
 
 DEFAULT_LIMIT = 50
@@ -70,8 +72,26 @@ def page_of(
     )
 
 
-def split_codes(value: str | None) -> list[str]:
-    """`ningbo, shenzhen` -> ['ningbo', 'shenzhen'] (order kept, blanks and repeats dropped)."""
-    if not value:
+MAX_CODES = 100
+
+
+def codes_query(what: str, *examples: str) -> Any:
+    """A filter taking several codes: comma-separated, or the parameter repeated."""
+    return Query(
+        max_length=MAX_CODES,
+        description=f"Only these {what}: comma-separated codes, or the parameter repeated.",
+        openapi_examples={e: {"value": [e]} for e in examples},
+    )
+
+
+def split_codes(values: Sequence[str] | str | None) -> list[str]:
+    """`['ningbo, shenzhen', 'hefei']` -> ['ningbo', 'shenzhen', 'hefei'] (order kept, blanks and
+    repeats dropped); more than MAX_CODES codes is a 422."""
+    if not values:
         return []
-    return list(dict.fromkeys(c.strip() for c in value.split(",") if c.strip()))
+    if isinstance(values, str):
+        values = [values]
+    codes = list(dict.fromkeys(c.strip() for v in values for c in v.split(",") if c.strip()))
+    if len(codes) > MAX_CODES:
+        raise BadRequest(f"At most {MAX_CODES} codes per filter; {len(codes)} were given.")
+    return codes

@@ -3,6 +3,7 @@ not ORM objects: the API validates them once, on the way out."""
 
 import base64
 import binascii
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,7 @@ from sqlmodel import Session, col, select
 
 from app.errors import BadRequest
 from app.models import (
+    CODE_PATTERN,
     City,
     ComparabilityFamily,
     Derivation,
@@ -32,14 +34,24 @@ def encode_cursor(key: object) -> str:
     return base64.urlsafe_b64encode(str(key).encode()).decode().rstrip("=")
 
 
+CURSOR_INT = re.compile(r"[1-9][0-9]{0,17}")  # ids fit a signed 64-bit integer
+CURSOR_CODE = re.compile(CODE_PATTERN)
+
+
 def decode_cursor(cursor: str, as_int: bool) -> str | int:
+    """Only cursors this API made are accepted: they must re-encode to themselves."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        return int(raw) if as_int else raw
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = base64.b64decode(
+            cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True
+        ).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raw = None
+    shape = CURSOR_INT if as_int else CURSOR_CODE
+    if raw is None or encode_cursor(raw) != cursor or not shape.fullmatch(raw):
         raise BadRequest(
             f"Invalid cursor {cursor!r}: pass back the `next` value of a previous page."
-        ) from None
+        )
+    return int(raw) if as_int else raw
 
 
 @dataclass

@@ -115,7 +115,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     """`python -m app serve` on a free loopback port over a new SQLite file: the same path a
     newcomer takes (migrate, seed the empty database, serve with uvicorn)."""
     port = free_port()
-    database_url = sqlite_url(tmp_path_factory.mktemp("live") / "live.db")
+    # a folder that does not exist yet, as data/ on a fresh clone
+    database_url = sqlite_url(tmp_path_factory.mktemp("live") / "data" / "live.db")
     env = {
         **os.environ,
         "HOST": "127.0.0.1",

@@ -66,6 +66,7 @@ FILTERS = [
     ({"city": "ningbo"}, 6),
     ({"city": "ningbo,shenzhen"}, 18),
     ({"city": " ningbo , ningbo ,"}, 6),
+    ({"city": ["ningbo", "shenzhen,ningbo"]}, 18),
     ({"indicator": "nev_output"}, 2),
     (
         {
@@ -99,7 +100,9 @@ async def test_observation_filters(
         ("dimension_code", "dimension"),
     ):
         if param in params:
-            wanted = {c.strip() for c in str(params[param]).split(",") if c.strip()}
+            value = params[param]
+            joined = ",".join(value) if isinstance(value, list) else str(value)
+            wanted = {c.strip() for c in joined.split(",") if c.strip()}
             assert {r[column] for r in rows} <= wanted
 
 
@@ -232,3 +235,11 @@ async def test_cors_exposes_paging_headers(client: httpx.AsyncClient) -> None:
 async def test_healthz(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
     assert (response.status_code, response.json()) == (200, {"status": "ok", "database": "ok"})
+
+
+@pytest.mark.parametrize("url", ["/healthz", "/api/v1/cities", "/api/v1/observations.csv", "/docs"])
+async def test_head_answers_like_get_without_body(client: httpx.AsyncClient, url: str) -> None:
+    get = await client.get(url)
+    head = await client.head(url)
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-type"] == get.headers["content-type"]

@@ -72,9 +72,9 @@ def run_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_migrate_seed_export(tmp_path: object) -> None:
-    url = f"sqlite:///{tmp_path}/cli.db"
+    url = f"sqlite:///{tmp_path}/new-folder/cli.db"
     assert run_cli("migrate", database_url=url).returncode == 0
-    seeded = run_cli("seed", database_url=url)
+    seeded = run_cli("seed", "--dir", "seed", database_url=url)
     assert "observations.csv: 30 added, 0 updated, 0 unchanged" in seeded.stderr
     again = run_cli("seed", database_url=url)
     assert "observations.csv: 0 added, 0 updated, 30 unchanged" in again.stderr

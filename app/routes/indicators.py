@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlmodel import col
 
@@ -10,21 +10,21 @@ from app.csvio import csv_responses, indicators_export
 from app.db import SessionDep
 from app.errors import NotFound, problem_responses
 from app.models import Dimension, Indicator, IndicatorPublic
-from app.pagination import BomQuery, CursorQuery, LimitQuery, ListPage, page_of, split_codes
+from app.pagination import (
+    BomQuery,
+    CursorQuery,
+    LimitQuery,
+    ListPage,
+    codes_query,
+    page_of,
+    split_codes,
+)
 from app.queries import check_codes, indicator_dicts, indicator_select, paginate
 
 router = APIRouter(prefix="/indicators", tags=["indicators"])
 
 DimensionQuery = Annotated[
-    str | None,
-    Query(
-        max_length=1000,
-        description="Only indicators in these dimensions (comma-separated codes).",
-        openapi_examples={
-            "one": {"value": "new_industries"},
-            "two": {"value": "new_drivers,new_models"},
-        },
-    ),
+    list[str] | None, codes_query("dimensions", "new_industries", "new_drivers,new_models")
 ]
 
 

@@ -1,6 +1,6 @@
 """Observations: one value of one indicator for one city and period, with its provenance."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -9,7 +9,15 @@ from app.csvio import csv_responses, observations_export
 from app.db import SessionDep
 from app.errors import problem_responses
 from app.models import ObservationPublic
-from app.pagination import BomQuery, CursorQuery, LimitQuery, ListPage, page_of, split_codes
+from app.pagination import (
+    BomQuery,
+    CursorQuery,
+    LimitQuery,
+    ListPage,
+    codes_query,
+    page_of,
+    split_codes,
+)
 from app.queries import (
     ObservationFilter,
     observation_dicts,
@@ -20,19 +28,11 @@ from app.queries import (
 router = APIRouter(tags=["observations"])
 
 
-def _codes(what: str, example: str) -> Any:
-    return Query(
-        max_length=1000,
-        description=f"Only these {what} (comma-separated codes).",
-        openapi_examples={"example": {"value": example}},
-    )
-
-
 def observation_filter(
     session: SessionDep,
-    city: Annotated[str | None, _codes("cities", "ningbo,shenzhen")] = None,
-    indicator: Annotated[str | None, _codes("indicators", "nev_output")] = None,
-    dimension: Annotated[str | None, _codes("dimensions", "new_industries")] = None,
+    city: Annotated[list[str] | None, codes_query("cities", "ningbo", "ningbo,shenzhen")] = None,
+    indicator: Annotated[list[str] | None, codes_query("indicators", "nev_output")] = None,
+    dimension: Annotated[list[str] | None, codes_query("dimensions", "new_industries")] = None,
     year_from: Annotated[
         int | None,
         Query(

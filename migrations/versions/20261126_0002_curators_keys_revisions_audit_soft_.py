@@ -11,7 +11,6 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-
 OBSERVATION_DATA = (
     "city_code",
     "indicator_code",
