@@ -96,6 +96,63 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from app.auth import create_key, list_keys, revoke_key
+    from app.db import make_engine
+
+    engine = make_engine(get_settings(), write=True)
+    if args.action == "create":
+        try:
+            key = create_key(engine, args.name, args.scope)
+        except ValueError as exc:
+            print(f"keys: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"created {args.scope} key {args.name!r}; it is shown once, store it now:",
+            file=sys.stderr,
+        )
+        print(key)
+    elif args.action == "list":
+        for k in list_keys(engine):
+            state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+            print(
+                f"{k.name}\t{k.scope}\txz_{k.prefix}_…\tcreated {k.created_at:%Y-%m-%d %H:%M}\t{state}"
+            )
+    elif not revoke_key(engine, args.name):
+        print(f"keys: no active key named {args.name!r}", file=sys.stderr)
+        return 1
+    else:
+        print(f"revoked {args.name!r}", file=sys.stderr)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from app.csvio import ImportRejected
+    from app.db import make_engine
+    from app.writes import apply_import
+
+    settings = get_settings()
+    engine = make_engine(settings, write=True)
+    data = Path(args.file).read_bytes()
+    try:
+        with Session(engine) as session:
+            report = apply_import(session, data, settings, args.actor, args.reason, args.dry_run)
+    except ImportRejected as exc:
+        print(f"import failed: {exc.detail}", file=sys.stderr)
+        for e in exc.errors:
+            print(f"  {args.file}:{e.line}: {e.column or '-'}: {e.msg}", file=sys.stderr)
+        return 1
+    verb = "would be" if report.dry_run else "were"
+    print(
+        f"{report.rows} rows: {report.added} {verb} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app", description="Xinzhi Metrics 新质指标")
     sub = p.add_subparsers(dest="command", required=True)
@@ -129,6 +186,22 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--year-to", type=int)
     export.add_argument("--latest", action="store_true")
     export.set_defaults(run=_export)
+    keys = sub.add_parser("keys", help="create, list or revoke curators' API keys")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it (once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", required=True, choices=["read", "write", "admin"])
+    keys_sub.add_parser("list", help="list keys (never the keys themselves)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by name")
+    revoke.add_argument("name")
+    keys.set_defaults(run=_keys)
+
+    imp = sub.add_parser("import", help="import observations from CSV, all or nothing")
+    imp.add_argument("file", help="a CSV with the columns of /observations.csv")
+    imp.add_argument("--reason", required=True, help="why; kept in the history and audit log")
+    imp.add_argument("--dry-run", action="store_true", help="count changes, write nothing")
+    imp.add_argument("--actor", default="cli", help="name recorded as the writer (default: cli)")
+    imp.set_defaults(run=_import)
     return p
 
 

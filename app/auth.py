@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Security
+from fastapi import Depends, HTTPException, Query, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -58,7 +58,7 @@ def list_keys(engine: Engine) -> list[ApiKey]:
 
 def find_key(session: Session, presented: str) -> ApiKey | None:
     """The live key matching `presented`, or None. The hash comparison is constant-time."""
-    parts = presented.split("_")
+    parts = presented.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_PREFIX:
         return None
     row = session.exec(select(ApiKey).where(ApiKey.prefix == parts[1])).first()
@@ -96,9 +96,13 @@ def _curator(
     if not presented:
         raise _unauthorized("This write needs an API key: send X-API-Key or Authorization: Bearer.")
     row = find_key(session, presented)
-    if row is None:
+    curator = None if row is None else Curator(name=row.name, scope=row.scope)
+    # End the lookup's transaction: on SQLite a write request's session holds the write lock
+    # from its first statement, and the write itself begins a new one (an upload may be slow).
+    session.rollback()
+    if curator is None:
         raise _unauthorized("The API key is unknown or revoked.")
-    return Curator(name=row.name, scope=row.scope)
+    return curator
 
 
 def _needs(scopes: frozenset[str], wanted: str) -> object:
@@ -118,3 +122,14 @@ _admin = _needs(frozenset({"admin"}), "admin")
 
 WriterDep = Annotated[Curator, Depends(_writer)]
 AdminDep = Annotated[Curator, Depends(_admin)]
+
+
+ReasonQuery = Annotated[
+    str,
+    Query(
+        min_length=3,
+        max_length=500,
+        description="Why this write is made; kept in the history and the audit log.",
+        openapi_examples={"correction": {"value": "Corrected from the 2024 statistical bulletin"}},
+    ),
+]

@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(
         20, ge=0, description="Extra connections for streamed exports (DB_MAX_OVERFLOW)."
     )
+    import_max_bytes: int = Field(
+        20 * 1024 * 1024,
+        ge=1,
+        description="Largest CSV import accepted, in bytes (IMPORT_MAX_BYTES).",
+    )
+    import_max_rows: int = Field(
+        200_000, ge=1, description="Most data rows in one CSV import (IMPORT_MAX_ROWS)."
+    )
     seed_dir: Path = Field(ROOT / "seed", description="Folder of seed CSV files (SEED_DIR).")
     log_level: str = Field("info", description="uvicorn log level (LOG_LEVEL).")
 

@@ -1,4 +1,5 @@
 """CSV out: RFC 4180, UTF-8 (optional BOM for Excel), streamed in batches, formula-safe.
+CSV in: the same columns, each row validated like an API write.
 
 Each export is a plain spec (columns, statement, how to turn a batch into cells), shared by the
 HTTP routes and `python -m app export`.
@@ -11,10 +12,13 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from fastapi.responses import StreamingResponse
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import Engine, Select
 from sqlmodel import Session, col, select
+from starlette.exceptions import HTTPException
 
-from app.models import City, Indicator
+from app.errors import FieldError
+from app.models import City, Indicator, ObservationBase, check_derivation
 from app.queries import (
     ObservationFilter,
     derived_input_keys,
@@ -149,3 +153,123 @@ def csv_responses(what: str) -> dict[int | str, dict[str, Any]]:
             "content": {"text/csv": {"schema": {"type": "string"}}},
         }
     }
+
+
+# ---------------------------------------------------------------- CSV in
+
+CSV_UPLOAD_TYPES = frozenset({"text/csv", "application/csv", "text/plain"})
+IMPORT_REQUIRED = (
+    "city_code",
+    "indicator_code",
+    "value",
+    "value_text",
+    "qualifier",
+    "source_id",
+    "quote",
+)
+IMPORT_IGNORED = ("id",)  # rows are matched by natural key, never by id
+
+
+class ImportRow(ObservationBase):
+    """One data row of an import: the export's columns, checked like an API write."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    derived_from: list[str] = Field(default_factory=list)
+    unit_code: str | None = None
+    dimension_code: str | None = None
+
+    @field_validator("derived_from", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(";") if k.strip()]
+        return [] if value is None else value
+
+    @model_validator(mode="after")
+    def _derivation(self) -> "ImportRow":
+        check_derivation(self.is_derived, self.formula, self.derived_from)
+        return self
+
+
+@dataclass
+class ImportProblem:
+    line: int
+    column: str
+    message: str
+
+
+def uncell(value: str) -> str | None:
+    """Inverse of cell() for text: empty is null, and the export's formula guard comes off."""
+    if value == "":
+        return None
+    if value.startswith("'") and value[1:2] and value[1:].startswith(FORMULA_TRIGGERS):
+        return value[1:]
+    return value
+
+
+def parse_import(
+    data: bytes, max_rows: int
+) -> tuple[list[tuple[int, ImportRow]], list[ImportProblem]]:
+    """Validates every row of an import file (UTF-8, BOM optional, CRLF or LF); returns the
+    rows that parsed and every error with its line and column."""
+    errors: list[ImportProblem] = []
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return [], [ImportProblem(1, "", f"the file is not UTF-8 (byte {exc.start})")]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    known = set(OBSERVATION_COLUMNS)
+    for column in header:
+        if column not in known:
+            errors.append(
+                ImportProblem(
+                    1, column, f"unknown column; expected some of: {', '.join(OBSERVATION_COLUMNS)}"
+                )
+            )
+    for column in IMPORT_REQUIRED:
+        if column not in header:
+            errors.append(ImportProblem(1, column, "required column is missing"))
+    if errors:
+        return [], errors
+    rows: list[tuple[int, ImportRow]] = []
+    try:
+        for record in reader:
+            line = reader.line_num
+            if len(rows) + len({e.line for e in errors}) >= max_rows:
+                errors.append(ImportProblem(line, "", f"more than {max_rows} rows; split the file"))
+                break
+            if None in record or None in record.values():
+                errors.append(ImportProblem(line, "", f"expected {len(header)} cells"))
+                continue
+            cells = {k: uncell(v) for k, v in record.items() if k not in IMPORT_IGNORED}
+            try:
+                rows.append((line, ImportRow.model_validate(cells)))
+            except ValidationError as exc:
+                for e in exc.errors():
+                    column = str(e["loc"][0]) if e["loc"] else "row"
+                    errors.append(ImportProblem(line, column, e["msg"]))
+    except csv.Error as exc:
+        errors.append(ImportProblem(reader.line_num, "", f"malformed CSV: {exc}"))
+    return rows, errors
+
+
+class ImportRejected(HTTPException):
+    """A 422 listing every error of an import file, by line and column."""
+
+    def __init__(self, errors: list[ImportProblem]) -> None:
+        shown = errors[:1000]
+        super().__init__(
+            422, f"The file was not imported: {len(errors)} error(s); nothing was written."
+        )
+        self.errors = [
+            FieldError(
+                loc=f"body.line{e.line}.{e.column}" if e.column else f"body.line{e.line}",
+                msg=e.message,
+                type="import_error",
+                line=e.line,
+                column=e.column or None,
+            )
+            for e in shown
+        ]

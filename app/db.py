@@ -69,18 +69,19 @@ def make_engine(settings: Settings, write: bool = False) -> Engine:
     return engine
 
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine) as session:
-        yield session
-
-
-def get_write_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.write_engine) as session:
+    """One session per request; a write request's session is on the write engine, so on
+    SQLite its transaction holds the write lock from its first statement to its commit."""
+    state = request.app.state
+    engine = state.engine if request.method in READ_METHODS else state.write_engine
+    with Session(engine, expire_on_commit=False) as session:
         yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
-WriteSessionDep = Annotated[Session, Depends(get_write_session)]
 
 
 def alembic_config(url: str) -> "AlembicConfig":

@@ -23,6 +23,8 @@ class FieldError(BaseModel):
     )
     msg: str = Field(examples=["Input should be less than or equal to 500"])
     type: str = Field(examples=["less_than_equal"])
+    line: int | None = Field(None, description="CSV imports: the line of the file (header = 1).")
+    column: str | None = Field(None, description="CSV imports: the column's name.")
 
 
 class Problem(BaseModel):

@@ -13,9 +13,10 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__, errors
+from app.caching import ConditionalGet
 from app.config import Settings, get_settings
 from app.db import make_engine
-from app.routes import cities, dimensions, health, indicators, observations, sources
+from app.routes import audit, cities, dimensions, health, indicators, observations, sources
 
 API_PREFIX = "/api/v1"
 
@@ -46,6 +47,7 @@ TAGS = [
     {"name": "indicators", "description": "What each value measures: basis, unit, family."},
     {"name": "observations", "description": "The values, with qualifier, source and quote."},
     {"name": "sources", "description": "Where the values were published."},
+    {"name": "audit", "description": "Every write: who, when, what and why (admin keys)."},
     {"name": "health", "description": "Liveness for load balancers."},
 ]
 
@@ -128,8 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["Link", "ETag", "Content-Disposition"],
     )
+    app.add_middleware(ConditionalGet)
     app.add_middleware(HeadAsGet)
-    for module in (cities, dimensions, indicators, observations, sources):
+    for module in (cities, dimensions, indicators, observations, sources, audit):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
 

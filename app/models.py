@@ -4,6 +4,7 @@ Natural codes (slugs such as ``ningbo``) are the keys of the reference tables, s
 exports and imports read the same as the API. Observations and sources have integer ids.
 """
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
@@ -567,7 +568,7 @@ class SourceUpdate(UpdateModel):
 
 
 def check_derivation(
-    is_derived: bool | None, formula: str | None, inputs: list[int] | None
+    is_derived: bool | None, formula: str | None, inputs: Sequence[object] | None
 ) -> None:
     if not (bool(is_derived) == (formula is not None) == bool(inputs)):
         raise ValueError(

@@ -231,7 +231,7 @@ def observation_dicts(session: Session, rows: Sequence[Any]) -> list[dict[str, A
 
 def derived_input_keys(session: Session, ids: Sequence[int]) -> dict[int, str]:
     """`city/indicator/period` keys of each derived observation's inputs, `;`-joined (for CSV)."""
-    from app.seed import observation_key
+    from app.writes import observation_key
 
     keys: dict[int, list[str]] = {}
     if ids:

@@ -28,6 +28,7 @@ from app.writes import (
     audit,
     current_inputs,
     find_observation,
+    parse_observation_key,
     record_revision,
     set_inputs,
 )
@@ -56,17 +57,6 @@ class SeedReport:
     @property
     def changed(self) -> int:
         return sum(t.added + t.updated for t in self.files.values())
-
-
-def observation_key(city: str, indicator: str, period: int | None) -> str:
-    """The natural key CSV files use to point at an observation: ``city/indicator/period``."""
-    return f"{city}/{indicator}/{'-' if period is None else period}"
-
-
-def parse_observation_key(key: str) -> tuple[str, str, int | None]:
-    """Inverse of observation_key; raises ValueError on a malformed key."""
-    city, indicator, period = key.split("/")
-    return city, indicator, None if period == "-" else int(period)
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

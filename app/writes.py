@@ -1,6 +1,7 @@
 """Curators' writes: validation, revisions and the audit trail, shared by the API, the CSV
 import and the seed. Callers own the transaction (on SQLite it began with BEGIN IMMEDIATE)."""
 
+import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -8,6 +9,8 @@ from typing import Any
 from sqlmodel import Session, SQLModel, col, select
 from starlette.exceptions import HTTPException
 
+from app.config import Settings
+from app.csvio import ImportProblem, ImportRejected, ImportRow, parse_import
 from app.errors import BadRequest
 from app.models import (
     AuditEvent,
@@ -16,6 +19,7 @@ from app.models import (
     ComparabilityFamily,
     Derivation,
     Dimension,
+    ImportReport,
     Indicator,
     Observation,
     ObservationBase,
@@ -96,6 +100,17 @@ def current_inputs(session: Session, obs: Observation) -> list[int]:
     return sorted(
         session.exec(select(Derivation.input_id).where(Derivation.observation_id == obs.id))
     )
+
+
+def observation_key(city: str, indicator: str, period: int | None) -> str:
+    """The natural key CSV files use to point at an observation: `city/indicator/period`."""
+    return f"{city}/{indicator}/{'-' if period is None else period}"
+
+
+def parse_observation_key(key: str) -> tuple[str, str, int | None]:
+    """Inverse of observation_key; raises ValueError on a malformed key."""
+    city, indicator, period = key.split("/")
+    return city, indicator, None if period == "-" else int(period)
 
 
 def find_observation(
@@ -325,3 +340,113 @@ def delete_row(
             )
     session.delete(row)
     audit(session, actor, "delete", resource, key, row.model_dump(), reason)
+
+
+# ---------------------------------------------------------------- bulk import
+
+
+def import_observations(
+    session: Session,
+    rows: list[tuple[int, ImportRow]],
+    actor: str,
+    reason: str,
+    digest: str,
+) -> tuple[dict[str, int], list[ImportProblem]]:
+    """Checks every row against the database, then applies them all (added, updated or
+    unchanged by natural key). On any error nothing is applied; the caller rolls back."""
+    errors: list[ImportProblem] = []
+    by_key: dict[str, int] = {}
+    for line, row in rows:
+        data = row.model_dump(include=set(OBSERVATION_DATA))
+        for field, message in observation_problems(session, data, row.unit_code, ()):
+            errors.append(ImportProblem(line, field, message))
+        indicator = session.get(Indicator, row.indicator_code)
+        if (
+            indicator
+            and row.dimension_code is not None
+            and row.dimension_code != indicator.dimension_code
+        ):
+            errors.append(
+                ImportProblem(
+                    line,
+                    "dimension_code",
+                    f"indicator {indicator.code!r} is in {indicator.dimension_code!r}",
+                )
+            )
+        key = observation_key(row.city_code, row.indicator_code, row.period)
+        if f"{key}@{row.source_id}" in by_key:
+            errors.append(
+                ImportProblem(
+                    line,
+                    "city_code",
+                    f"{key} (source {row.source_id}) repeats line {by_key[f'{key}@{row.source_id}']}",
+                )
+            )
+        by_key[f"{key}@{row.source_id}"] = line
+    if errors:
+        return {}, errors
+
+    counts = {"added": 0, "updated": 0, "unchanged": 0}
+    applied: list[tuple[int, ImportRow, Observation]] = []
+    for line, row in rows:
+        data = row.model_dump(include=set(OBSERVATION_DATA))
+        obs = find_observation(
+            session, row.city_code, row.indicator_code, row.period, row.source_id
+        )
+        if obs is None:
+            obs = Observation(**data)
+            session.add(obs)
+            status = "added"
+        else:
+            old = {f: getattr(obs, f) for f in OBSERVATION_DATA}
+            status = "unchanged" if old == data and obs.deleted_at is None else "updated"
+            if status == "updated":
+                obs.sqlmodel_update(data)
+                obs.deleted_at = None
+                obs.version += 1
+        applied.append((line, row, obs))
+        counts[status] += 1
+        if status != "unchanged":
+            record_revision(session, obs, actor, reason)
+    session.flush()
+    for line, row, obs in applied:  # inputs may be rows of this same file, now flushed
+        inputs: list[int] = []
+        for key in row.derived_from:
+            try:
+                found = find_observation(session, *parse_observation_key(key), row.source_id)
+            except ValueError:
+                found = None
+            if found is None or found.deleted_at is not None or found.id is None:
+                errors.append(
+                    ImportProblem(
+                        line,
+                        "derived_from",
+                        f"{key!r} names no observation of source {row.source_id}",
+                    )
+                )
+            else:
+                inputs.append(found.id)
+        if sorted(inputs) != current_inputs(session, obs):
+            set_inputs(session, obs, inputs)
+    if errors:
+        return {}, errors
+    audit(session, actor, "import", "observation", digest, {**counts, "rows": len(rows)}, reason)
+    return counts, []
+
+
+def apply_import(
+    session: Session, data: bytes, settings: Settings, actor: str, reason: str, dry_run: bool
+) -> ImportReport:
+    rows, errors = parse_import(data, settings.import_max_rows)
+    counts: dict[str, int] = {}
+    if not errors:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()[:16]
+        counts, errors = import_observations(session, rows, actor, reason, digest)
+    if errors:
+        session.rollback()
+        raise ImportRejected(errors)
+    if dry_run:
+        session.rollback()
+    else:
+        session.commit()
+    return ImportReport(dry_run=dry_run, rows=len(rows), **counts)

@@ -148,3 +148,28 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     yield LiveServer(url=url, database_url=database_url, process=process)
     process.terminate()
     process.wait(timeout=10)
+
+
+@dataclass
+class Keys:
+    """Headers for each kind of API key, created in the test's database."""
+
+    write: dict[str, str]
+    admin: dict[str, str]
+    read: dict[str, str]
+    revoked: dict[str, str]
+
+
+@pytest.fixture
+def keys(app: FastAPI) -> Keys:
+    from app.auth import create_key, revoke_key
+
+    engine = app.state.write_engine
+    revoked = create_key(engine, "old", "write")
+    revoke_key(engine, "old")
+    return Keys(
+        write={"X-API-Key": create_key(engine, "alice", "write")},
+        admin={"Authorization": f"Bearer {create_key(engine, 'root', 'admin')}"},
+        read={"X-API-Key": create_key(engine, "reader", "read")},
+        revoked={"X-API-Key": revoked},
+    )

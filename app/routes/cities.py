@@ -6,12 +6,22 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session, col, select
 
+from app.auth import ReasonQuery, WriterDep
 from app.csvio import cities_export, csv_responses
 from app.db import SessionDep
 from app.errors import NotFound, problem_responses
-from app.models import City, CityDetail, CityIndustry, CityPublic, Dimension
+from app.models import (
+    City,
+    CityCreate,
+    CityDetail,
+    CityIndustry,
+    CityPublic,
+    CityUpdate,
+    Dimension,
+)
 from app.pagination import BomQuery, CursorQuery, LimitQuery, ListPage, page_of
 from app.queries import ObservationFilter, observation_dicts, observations_select, paginate
+from app.writes import create_row, delete_row, update_row
 
 router = APIRouter(prefix="/cities", tags=["cities"])
 
@@ -94,3 +104,48 @@ def get_city(session: SessionDep, city: CityDep) -> CityDetail:
     """The city, its latest value for every indicator it has (grouped under all four dimensions,
     in the source's order), and the industries the source names for it."""
     return city_detail(session, city)
+
+
+@router.post(
+    "",
+    status_code=201,
+    responses=problem_responses(401, 403, 409, 422),
+    summary="Create a city",
+)
+def create_city(
+    response: Response,
+    curator: WriterDep,
+    session: SessionDep,
+    body: CityCreate,
+    reason: ReasonQuery,
+) -> CityPublic:
+    """Adds a city (needs a `write` key). Its code is a lowercase slug and cannot change later."""
+    city = City.model_validate(body.model_dump())
+    create_row(session, "city", city, body.code, curator.name, reason)
+    session.commit()
+    response.headers["Location"] = f"/api/v1/cities/{body.code}"
+    return CityPublic.model_validate(city.model_dump())
+
+
+@router.patch("/{code}", responses=problem_responses(401, 403, 404, 422), summary="Update a city")
+def update_city(
+    curator: WriterDep, session: SessionDep, city: CityDep, body: CityUpdate, reason: ReasonQuery
+) -> CityPublic:
+    """Changes the fields sent (needs a `write` key)."""
+    update_row(session, "city", city, body.model_dump(exclude_unset=True), curator.name, reason)
+    session.commit()
+    return CityPublic.model_validate(city.model_dump())
+
+
+@router.delete(
+    "/{code}",
+    status_code=204,
+    responses=problem_responses(401, 403, 404, 409, 422),
+    summary="Delete a city",
+)
+def delete_city(
+    curator: WriterDep, session: SessionDep, city: CityDep, reason: ReasonQuery
+) -> None:
+    """Deletes a city that no observation or industry refers to (needs a `write` key); 409 otherwise."""
+    delete_row(session, "city", city, city.code, curator.name, reason)
+    session.commit()
