@@ -345,50 +345,47 @@ def delete_row(
 # ---------------------------------------------------------------- bulk import
 
 
-def import_observations(
-    session: Session,
-    rows: list[tuple[int, ImportRow]],
-    actor: str,
-    reason: str,
-    digest: str,
-) -> tuple[dict[str, int], list[ImportProblem]]:
-    """Checks every row against the database, then applies them all (added, updated or
-    unchanged by natural key). On any error nothing is applied; the caller rolls back."""
-    errors: list[ImportProblem] = []
-    by_key: dict[str, int] = {}
+def _resolve(session: Session, key: str, source_id: int) -> Observation | None:
+    try:
+        found = find_observation(session, *parse_observation_key(key), source_id)
+    except ValueError:
+        return None
+    return found if found is not None and found.deleted_at is None else None
+
+
+def check_import(session: Session, rows: list[tuple[int, ImportRow]]) -> list[ImportProblem]:
+    """Every problem of the parsed rows against the database and each other."""
+    problems: list[ImportProblem] = []
+    seen: dict[tuple[str, int], int] = {}
     for line, row in rows:
         data = row.model_dump(include=set(OBSERVATION_DATA))
         for field, message in observation_problems(session, data, row.unit_code, ()):
-            errors.append(ImportProblem(line, field, message))
+            problems.append(ImportProblem(line, field, message))
         indicator = session.get(Indicator, row.indicator_code)
-        if (
-            indicator
-            and row.dimension_code is not None
-            and row.dimension_code != indicator.dimension_code
-        ):
-            errors.append(
-                ImportProblem(
-                    line,
-                    "dimension_code",
-                    f"indicator {indicator.code!r} is in {indicator.dimension_code!r}",
-                )
-            )
-        key = observation_key(row.city_code, row.indicator_code, row.period)
-        if f"{key}@{row.source_id}" in by_key:
-            errors.append(
-                ImportProblem(
-                    line,
-                    "city_code",
-                    f"{key} (source {row.source_id}) repeats line {by_key[f'{key}@{row.source_id}']}",
-                )
-            )
-        by_key[f"{key}@{row.source_id}"] = line
-    if errors:
-        return {}, errors
-
-    counts = {"added": 0, "updated": 0, "unchanged": 0}
-    applied: list[tuple[int, ImportRow, Observation]] = []
+        if indicator and row.dimension_code not in (None, indicator.dimension_code):
+            message = f"indicator {indicator.code!r} is in dimension {indicator.dimension_code!r}"
+            problems.append(ImportProblem(line, "dimension_code", message))
+        key = (observation_key(row.city_code, row.indicator_code, row.period), row.source_id)
+        if key in seen:
+            problems.append(ImportProblem(line, "city_code", f"{key[0]} repeats line {seen[key]}"))
+        seen.setdefault(key, line)
     for line, row in rows:
+        for key_text in row.derived_from:
+            if (key_text, row.source_id) not in seen and _resolve(
+                session, key_text, row.source_id
+            ) is None:
+                message = f"{key_text!r} names no observation of source {row.source_id}"
+                problems.append(ImportProblem(line, "derived_from", message))
+    return sorted(problems, key=lambda p: p.line)
+
+
+def apply_rows(
+    session: Session, rows: list[tuple[int, ImportRow]], actor: str, reason: str
+) -> dict[str, int]:
+    """Adds, updates or leaves each checked row, by natural key; revisions for what changed."""
+    counts = {"added": 0, "updated": 0, "unchanged": 0}
+    applied: list[tuple[ImportRow, Observation]] = []
+    for _line, row in rows:
         data = row.model_dump(include=set(OBSERVATION_DATA))
         obs = find_observation(
             session, row.city_code, row.indicator_code, row.period, row.source_id
@@ -397,56 +394,46 @@ def import_observations(
             obs = Observation(**data)
             session.add(obs)
             status = "added"
+        elif obs.deleted_at is None and {f: getattr(obs, f) for f in OBSERVATION_DATA} == data:
+            status = "unchanged"
         else:
-            old = {f: getattr(obs, f) for f in OBSERVATION_DATA}
-            status = "unchanged" if old == data and obs.deleted_at is None else "updated"
-            if status == "updated":
-                obs.sqlmodel_update(data)
-                obs.deleted_at = None
-                obs.version += 1
-        applied.append((line, row, obs))
+            obs.sqlmodel_update(data)
+            obs.deleted_at = None
+            obs.version += 1
+            status = "updated"
         counts[status] += 1
         if status != "unchanged":
             record_revision(session, obs, actor, reason)
+        applied.append((row, obs))
     session.flush()
-    for line, row, obs in applied:  # inputs may be rows of this same file, now flushed
-        inputs: list[int] = []
-        for key in row.derived_from:
-            try:
-                found = find_observation(session, *parse_observation_key(key), row.source_id)
-            except ValueError:
-                found = None
-            if found is None or found.deleted_at is not None or found.id is None:
-                errors.append(
-                    ImportProblem(
-                        line,
-                        "derived_from",
-                        f"{key!r} names no observation of source {row.source_id}",
-                    )
-                )
-            else:
-                inputs.append(found.id)
+    for row, obs in applied:  # inputs may be rows of this same file, flushed just now
+        inputs = [
+            found.id
+            for k in row.derived_from
+            if (found := _resolve(session, k, row.source_id)) and found.id
+        ]
         if sorted(inputs) != current_inputs(session, obs):
             set_inputs(session, obs, inputs)
-    if errors:
-        return {}, errors
-    audit(session, actor, "import", "observation", digest, {**counts, "rows": len(rows)}, reason)
-    return counts, []
+    return counts
 
 
 def apply_import(
     session: Session, data: bytes, settings: Settings, actor: str, reason: str, dry_run: bool
 ) -> ImportReport:
-    rows, errors = parse_import(data, settings.import_max_rows)
-    counts: dict[str, int] = {}
-    if not errors:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()[:16]
-        counts, errors = import_observations(session, rows, actor, reason, digest)
-    if errors:
+    """Parses, checks and applies a CSV import in the session's one transaction: any problem
+    rejects the whole file (ImportRejected, 422) and a dry run rolls back after counting."""
+    rows, problems = parse_import(data, settings.import_max_rows)
+    problems = sorted(problems + check_import(session, rows), key=lambda p: p.line)
+    if problems:
         session.rollback()
-        raise ImportRejected(errors)
+        raise ImportRejected(problems)
+    counts = apply_rows(session, rows, actor, reason)
     if dry_run:
         session.rollback()
     else:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()[:16]
+        audit(
+            session, actor, "import", "observation", digest, {**counts, "rows": len(rows)}, reason
+        )
         session.commit()
     return ImportReport(dry_run=dry_run, rows=len(rows), **counts)

@@ -110,13 +110,21 @@ class LiveServer:
     process: subprocess.Popen[bytes]
 
 
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """`python -m app serve` on a free loopback port over a new SQLite file: the same path a
-    newcomer takes (migrate, seed the empty database, serve with uvicorn)."""
+def run_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    """`python -m app ARGS` with only DATABASE_URL (and PATH) in its environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def start_server(database_url: str, log: Path) -> LiveServer:
+    """`python -m app serve` on a free loopback port; returns once /healthz answers."""
     port = free_port()
-    # a folder that does not exist yet, as data/ on a fresh clone
-    database_url = sqlite_url(tmp_path_factory.mktemp("live") / "data" / "live.db")
     env = {
         **os.environ,
         "HOST": "127.0.0.1",
@@ -124,7 +132,6 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         "DATABASE_URL": database_url,
         "LOG_LEVEL": "warning",
     }
-    log = tmp_path_factory.mktemp("live-log") / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve"],
@@ -138,16 +145,28 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     while True:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
+                return LiveServer(url=url, database_url=database_url, process=process)
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise RuntimeError(f"server did not start:\n{log.read_text()}")
         time.sleep(0.1)
-    yield LiveServer(url=url, database_url=database_url, process=process)
-    process.terminate()
-    process.wait(timeout=10)
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    server.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The path a newcomer takes: migrate, seed the empty database, serve with uvicorn, over
+    a SQLite file in a folder that does not exist yet (as data/ on a fresh clone)."""
+    folder = tmp_path_factory.mktemp("live")
+    server = start_server(sqlite_url(folder / "data" / "live.db"), folder / "server.log")
+    yield server
+    stop_server(server)
 
 
 @dataclass

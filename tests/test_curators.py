@@ -504,3 +504,12 @@ async def test_etag_and_last_modified(client: httpx.AsyncClient, keys: Keys) -> 
         "/api/v1/observations.csv", headers={"If-None-Match": fresh.headers["etag"]}
     )
     assert csv.status_code == 304
+
+
+def test_openapi_marks_every_write_as_secured(app: FastAPI) -> None:
+    schema = app.openapi()
+    assert set(schema["components"]["securitySchemes"]) == {"APIKeyHeader", "HTTPBearer"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            secured = operation.get("security") == [{"APIKeyHeader": []}, {"HTTPBearer": []}]
+            assert secured == (method != "get" or path == "/api/v1/audit"), (method, path)

@@ -3,14 +3,12 @@
 import asyncio
 import csv
 import io
-import subprocess
-import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
-from app.config import ROOT
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -60,17 +58,6 @@ def test_docs_and_their_assets_are_served_locally(live_server: LiveServer) -> No
                 assert len(response.content) > 100_000
 
 
-def run_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=ROOT,
-        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_cli_migrate_seed_export(tmp_path: object) -> None:
     url = f"sqlite:///{tmp_path}/new-folder/cli.db"
     assert run_cli("migrate", database_url=url).returncode == 0
@@ -113,3 +100,38 @@ async def test_64_concurrent_connections_all_answer(live_server: LiveServer) -> 
         responses = await asyncio.gather(*(http.get(url) for url in urls))
     assert len(responses) == 256
     assert {r.status_code for r in responses} == {200}
+
+
+def test_cli_keys_and_import(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/keys.db"
+    assert run_cli("migrate", database_url=url).returncode == 0
+    created = run_cli("keys", "create", "--name", "bob", "--scope", "admin", database_url=url)
+    assert created.returncode == 0
+    assert created.stdout.startswith("xz_") and len(created.stdout.strip()) > 40
+    assert (
+        run_cli("keys", "create", "--name", "bob", "--scope", "write", database_url=url).returncode
+        == 1
+    )
+    listed = run_cli("keys", "list", database_url=url).stdout
+    assert listed.startswith("bob\tadmin\txz_") and listed.rstrip().endswith("active")
+    assert created.stdout.strip() not in listed
+    assert run_cli("keys", "revoke", "bob", database_url=url).returncode == 0
+    assert "\trevoked " in run_cli("keys", "list", database_url=url).stdout
+    assert run_cli("keys", "revoke", "bob", database_url=url).returncode == 1
+
+    assert run_cli("seed", database_url=url).returncode == 0
+    good = tmp_path / "good.csv"
+    good.write_text(
+        "city_code,indicator_code,period,value,value_text,qualifier,source_id,quote\n"
+        "hangzhou,ic_output,2023,1,1,exact,1,q\n",
+        encoding="utf-8",
+    )
+    dry = run_cli("import", str(good), "--reason", "try it", "--dry-run", database_url=url)
+    assert dry.stderr.strip() == "1 rows: 1 would be added, 0 updated, 0 unchanged"
+    done = run_cli("import", str(good), "--reason", "for real", database_url=url)
+    assert done.stderr.strip() == "1 rows: 1 were added, 0 updated, 0 unchanged"
+    bad = tmp_path / "bad.csv"
+    bad.write_text(good.read_text(encoding="utf-8").replace("exact", "roughly"), encoding="utf-8")
+    failed = run_cli("import", str(bad), "--reason", "oops", database_url=url)
+    assert failed.returncode == 1
+    assert f"{bad}:2: qualifier: Input should be" in failed.stderr
