@@ -7,6 +7,7 @@ every ETag, and nothing can serve stale data after a write.
 from email.utils import format_datetime, parsedate_to_datetime
 
 from sqlalchemy import Engine, desc, select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,7 +54,10 @@ class ConditionalGet:
         ):
             await self.app(scope, receive, send)
             return
-        version = await run_in_threadpool(data_version, scope["app"].state.engine)
+        try:
+            version = await run_in_threadpool(data_version, scope["app"].state.engine)
+        except SQLAlchemyError:
+            version = None  # let the route answer; a database that is down gives its 503
         if version is None:
             await self.app(scope, receive, send)
             return

@@ -21,8 +21,10 @@ class FieldError(BaseModel):
     loc: str = Field(
         description="Where the bad input is, e.g. `query.limit`.", examples=["query.limit"]
     )
-    msg: str = Field(examples=["Input should be less than or equal to 500"])
-    type: str = Field(examples=["less_than_equal"])
+    msg: str = Field(
+        description="What is wrong with it.", examples=["Input should be less than or equal to 500"]
+    )
+    type: str = Field(description="A machine-readable error kind.", examples=["less_than_equal"])
     line: int | None = Field(None, description="CSV imports: the line of the file (header = 1).")
     column: str | None = Field(None, description="CSV imports: the column's name.")
 

@@ -18,18 +18,23 @@ LimitQuery = Annotated[
         ge=1,
         le=MAX_LIMIT,
         description=f"Items per page: default {DEFAULT_LIMIT}, at most {MAX_LIMIT}.",
+        openapi_examples={"small page": {"value": 10}, "largest page": {"value": MAX_LIMIT}},
     ),
 ]
 CursorQuery = Annotated[
     str | None,
     Query(
         max_length=200,
-        description="Opaque cursor: the `next` value of the previous page. Omit for the first page.",
+        description="Opaque cursor: the `next` value of the previous page (e.g. `MTA`). "
+        "Omit it for the first page.",
     ),
 ]
 BomQuery = Annotated[
     bool,
-    Query(description="Start the file with a UTF-8 byte-order mark, so Excel reads Chinese text."),
+    Query(
+        description="Start the file with a UTF-8 byte-order mark, so Excel reads Chinese text.",
+        openapi_examples={"for Excel": {"value": True}, "plain UTF-8": {"value": False}},
+    ),
 ]
 
 
@@ -45,7 +50,7 @@ class ListPage(BaseModel, Generic[T]):
         }
     )
 
-    items: list[T]
+    items: list[T] = Field(description="This page's items, in the collection's order.")
     total: int = Field(description="Rows matching the filters, across all pages.", examples=[30])
     limit: int = Field(description="The page size used.", examples=[DEFAULT_LIMIT])
     next: str | None = Field(

@@ -1,8 +1,13 @@
 """Every error path answers in the one shape: RFC 9457 problem+json, never a 500."""
 
+from pathlib import Path
+
 import httpx
 import pytest
 from fastapi import FastAPI
+
+from app.config import Settings
+from app.main import create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -102,7 +107,55 @@ def test_openapi_declares_problem_json_for_every_error(app: FastAPI) -> None:
     assert "HTTPValidationError" not in schema["components"]["schemas"]
 
 
-def test_every_schema_is_described(app: FastAPI) -> None:
+def test_every_schema_and_field_is_described(app: FastAPI) -> None:
     schemas = app.openapi()["components"]["schemas"]
     undocumented = [name for name, s in schemas.items() if not s.get("description")]
+    undocumented += [
+        f"{name}.{field}"
+        for name, s in schemas.items()
+        for field, prop in s.get("properties", {}).items()
+        if not prop.get("description")
+    ]
     assert undocumented == []
+
+
+def test_every_parameter_is_described(app: FastAPI) -> None:
+    undescribed = [
+        f"{method} {path} {param['name']}"
+        for path, operations in app.openapi()["paths"].items()
+        for method, operation in operations.items()
+        for param in operation.get("parameters", [])
+        if not param.get("description")
+    ]
+    assert undescribed == []
+
+
+async def test_unavailable_database_is_a_503(tmp_path: Path) -> None:
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}"))  # a folder, not a file
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        for url in ("/healthz", "/api/v1/cities", "/api/v1/observations?city=ningbo"):
+            response = await c.get(url)
+            assert (response.status_code, response.headers["content-type"]) == (
+                503,
+                "application/problem+json",
+            )
+            assert response.json()["detail"] == "The database is unavailable; try again shortly."
+    app.state.engine.dispose()
+    app.state.write_engine.dispose()
+
+
+async def test_unexpected_error_is_a_bare_500(app: FastAPI) -> None:
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        response = await c.get("/boom")
+    assert (response.status_code, response.headers["content-type"]) == (
+        500,
+        "application/problem+json",
+    )
+    assert response.json()["detail"] == "The server failed to answer this request."
+    assert "secret" not in response.text and "Traceback" not in response.text

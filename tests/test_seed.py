@@ -48,7 +48,7 @@ def test_seeding_twice_leaves_the_same_rows(empty_engine: Engine) -> None:
     second = load_seed(empty_engine, SEED_DIR)
     assert snapshot(empty_engine) == before
     assert {name: t.added for name, t in first.files.items()} == {
-        "units.csv": 9,
+        "units.csv": 10,
         "dimensions.csv": 4,
         "families.csv": 3,
         "cities.csv": 5,
@@ -58,7 +58,7 @@ def test_seeding_twice_leaves_the_same_rows(empty_engine: Engine) -> None:
         "city_industries.csv": 19,
     }
     assert second.changed == 0
-    assert [len(before[t]) for t in TABLES] == [9, 4, 3, 5, 1, 29, 30, 2, 19]
+    assert [len(before[t]) for t in TABLES] == [10, 4, 3, 5, 1, 29, 30, 2, 19]
 
 
 def test_edited_seed_row_updates_in_place(empty_engine: Engine, tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 from typing import Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from app.db import SessionDep
@@ -15,8 +15,10 @@ router = APIRouter(tags=["health"])
 class Health(BaseModel):
     """The service and its database answer."""
 
-    status: Literal["ok"]
-    database: Literal["ok"]
+    status: Literal["ok"] = Field(description="The service answers.", examples=["ok"])
+    database: Literal["ok"] = Field(
+        description="The database answered a query (SELECT 1).", examples=["ok"]
+    )
 
 
 @router.get(

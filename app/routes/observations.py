@@ -63,19 +63,24 @@ def observation_filter(
             ge=1900,
             le=2200,
             description="Only periods from this year on. Undated rows are excluded.",
+            openapi_examples={"2023 on": {"value": 2023}},
         ),
     ] = None,
     year_to: Annotated[
         int | None,
         Query(
-            ge=1900, le=2200, description="Only periods up to this year. Undated rows are excluded."
+            ge=1900,
+            le=2200,
+            description="Only periods up to this year. Undated rows are excluded.",
+            openapi_examples={"up to 2023": {"value": 2023}},
         ),
     ] = None,
     latest: Annotated[
         bool,
         Query(
             description="Only the newest value per city and indicator (after the other filters). "
-            "An undated value counts as of its source's reference year."
+            "An undated value counts as of its source's reference year.",
+            openapi_examples={"newest only": {"value": True}, "every period": {"value": False}},
         ),
     ] = False,
     as_of: Annotated[
@@ -299,7 +304,11 @@ async def import_observations_route(
     session: SessionDep,
     reason: ReasonQuery,
     dry_run: Annotated[
-        bool, Query(description="Check and count (added, updated, unchanged) without writing.")
+        bool,
+        Query(
+            description="Check and count (added, updated, unchanged) without writing.",
+            openapi_examples={"check first": {"value": True}, "write": {"value": False}},
+        ),
     ] = False,
 ) -> ImportReport:
     """Takes a CSV with the columns of `/observations.csv` (so an export can be edited and sent
