@@ -1,0 +1,89 @@
+"""What every model module shares: the metadata's naming convention, the controlled
+vocabularies (qualifier, admin level, industry role, key scope) and the write-model bases."""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+from pydantic import ConfigDict, StringConstraints, model_validator
+from sqlalchemy import MetaData
+from sqlmodel import SQLModel
+
+# Stable constraint names on SQLite and PostgreSQL; set before the first table.
+SQLModel.metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+CODE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+# Examples for the OpenAPI schemas, from the seed data.
+QUOTE_EXAMPLE = "2023年，深圳战略性新兴产业增加值达 1.45 万亿元，占地区生产总值的比重为 41.9%。"
+FORMULA_EXAMPLE = (
+    "nev_output(changzhou; 2023) / nev_output_multiple_of_ningbo(changzhou; 2023) = 680000 / 3.6"
+)
+
+
+# How the source stated a value; never dropped, never folded into the number.
+#   exact; more_than 超/超过 (strictly above); at_least 以上 (the value or above, in Chinese
+#   statistical usage); at_most 以内/前N/N强 (the value or below: "top ten" is rank <= 10);
+#   nearly 近 (just below); approximately 约, or rounded by a derivation (either side).
+Qualifier = Literal["exact", "more_than", "at_least", "at_most", "nearly", "approximately"]
+AdminLevel = Literal["municipality", "sub_provincial", "prefecture"]
+# Why the source names an industry for a city: emerging 新兴产业 to grow; future 未来产业 to lay
+# out ahead; cluster, a cluster slogan; anchor, built deliberately since a given year;
+# high_carbon, energy- and carbon-intensive sectors weighing on the city.
+IndustryRole = Literal["emerging", "future", "cluster", "anchor", "high_carbon"]
+
+
+def _in(column: str, values: Any) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in get_args(values))})"
+
+
+# read: identifies a client (no writes); write: data writes; admin: writes and the audit log.
+Scope = Literal["read", "write", "admin"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- write models
+# What clients may send. Server-owned fields (ids, versions, timestamps) are absent, and
+# unknown fields are rejected, so no client can set them.
+
+Code = Annotated[str, StringConstraints(pattern=CODE_PATTERN, max_length=64)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class WriteModel(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+
+class UpdateModel(WriteModel):
+    """A partial update: only the fields sent change; null only where the column allows it."""
+
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> "UpdateModel":
+        bad = sorted(
+            f for f in self.model_fields_set if getattr(self, f) is None and f not in self.nullable
+        )
+        if bad:
+            raise ValueError(f"{', '.join(bad)} cannot be null")
+        return self
+
+
+def check_derivation(
+    is_derived: bool | None, formula: str | None, inputs: Sequence[object] | None
+) -> None:
+    if not (bool(is_derived) == (formula is not None) == bool(inputs)):
+        raise ValueError(
+            "a derived value needs is_derived=true, a formula and derived_from ids; other values none of them"
+        )
