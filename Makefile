@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 LOCK   := requirements-dev.lock
 STAMP  := $(VENV)/.installed-$(shell sha1sum $(LOCK) | cut -c1-12)
 
-.PHONY: install serve test check lint format migrate seed export lock clean
+.PHONY: install serve test check lint format migrate seed export lock clean bench
 
 install: $(STAMP)
 
@@ -37,6 +37,13 @@ seed: install
 
 export: install ## all observations as CSV on stdout
 	$(BIN)/python -m app export
+
+bench: install ## benchmark vs Starlette, Datasette and sqlite3 (docs/performance.md; BENCH_SIZES, BENCH_SECONDS)
+	@for tool in wrk curl sqlite3; do command -v $$tool >/dev/null || { \
+		apt-get update -qq && apt-get install -y -qq wrk curl sqlite3 >/dev/null; break; }; done
+	@test -x bench/.venv-ref/bin/datasette || { $(PYTHON) -m venv bench/.venv-ref && \
+		bench/.venv-ref/bin/python -m pip install --quiet --disable-pip-version-check datasette==0.65.5; }
+	$(BIN)/python bench/run.py
 
 PIN := $(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links
 

@@ -131,7 +131,7 @@ def _import(args: argparse.Namespace) -> int:
 
     from app.csvio import ImportRejected
     from app.db import make_engine
-    from app.writes import apply_import
+    from app.imports import apply_import
 
     settings = get_settings()
     engine = make_engine(settings, write=True)

@@ -1,16 +1,14 @@
 """Curators' writes: validation, revisions and the audit trail, shared by the API, the CSV
 import and the seed. Callers own the transaction (on SQLite it began with BEGIN IMMEDIATE)."""
 
-import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session, SQLModel, col, select
 from starlette.exceptions import HTTPException
 
-from app.config import Settings
-from app.csvio import ImportProblem, ImportRejected, ImportRow, parse_import
 from app.errors import BadRequest
 from app.models import (
     AuditEvent,
@@ -19,7 +17,6 @@ from app.models import (
     ComparabilityFamily,
     Derivation,
     Dimension,
-    ImportReport,
     Indicator,
     Observation,
     ObservationBase,
@@ -130,31 +127,86 @@ def find_observation(
     ).first()
 
 
+def _chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass
+class References:
+    """The cities, indicators (with unit and dimension) and sources that rows may name,
+    loaded in a few queries whether one row is checked or a million."""
+
+    cities: set[str]
+    indicators: dict[str, tuple[str, str]]  # code -> (unit_code, dimension_code)
+    sources: set[int]
+
+    @classmethod
+    def load(cls, session: Session, rows: Iterable[dict[str, Any]]) -> "References":
+        rows = list(rows)
+        cities: set[str] = set()
+        indicators: dict[str, tuple[str, str]] = {}
+        sources: set[int] = set()
+        for batch in _chunks({r["city_code"] for r in rows}):
+            cities |= set(session.exec(select(City.code).where(col(City.code).in_(batch))))
+        for batch in _chunks({r["indicator_code"] for r in rows}):
+            found = session.exec(
+                select(Indicator.code, Indicator.unit_code, Indicator.dimension_code).where(
+                    col(Indicator.code).in_(batch)
+                )
+            )
+            indicators.update({code: (unit, dimension) for code, unit, dimension in found})
+        for batch in _chunks({r["source_id"] for r in rows}):
+            sources |= {
+                i for i in session.exec(select(Source.id).where(col(Source.id).in_(batch))) if i
+            }
+        return cls(cities, indicators, sources)
+
+    def problems(
+        self, data: dict[str, Any], unit_code: str | None, dimension_code: str | None = None
+    ) -> Problems:
+        """Unknown codes, and a unit or dimension that is not the indicator's."""
+        problems: Problems = []
+        if data["city_code"] not in self.cities:
+            problems.append(
+                ("city_code", f"unknown city {data['city_code']!r} (see /api/v1/cities)")
+            )
+        indicator = self.indicators.get(data["indicator_code"])
+        code = data["indicator_code"]
+        if indicator is None:
+            problems.append(
+                ("indicator_code", f"unknown indicator {code!r} (see /api/v1/indicators)")
+            )
+        else:
+            unit, dimension = indicator
+            if unit_code is not None and unit_code != unit:
+                message = (
+                    f"unit {unit_code!r} does not match indicator {code!r}, whose unit is {unit!r}"
+                )
+                problems.append(("unit_code", message))
+            if dimension_code is not None and dimension_code != dimension:
+                problems.append(
+                    ("dimension_code", f"indicator {code!r} is in dimension {dimension!r}")
+                )
+        if data["source_id"] not in self.sources:
+            problems.append(
+                ("source_id", f"unknown source {data['source_id']} (see /api/v1/sources)")
+            )
+        return problems
+
+
 def observation_problems(
     session: Session, data: dict[str, Any], unit_code: str | None, inputs: Iterable[int]
 ) -> Problems:
-    """What is wrong with an observation's references: unknown codes, a unit that is not the
+    """What is wrong with one observation's references: unknown codes, a unit that is not the
     indicator's, derivation inputs that do not exist."""
-    problems: Problems = []
-    if session.get(City, data["city_code"]) is None:
-        problems.append(("city_code", f"unknown city {data['city_code']!r} (see /api/v1/cities)"))
-    indicator = session.get(Indicator, data["indicator_code"])
-    if indicator is None:
-        problems.append(
-            (
-                "indicator_code",
-                f"unknown indicator {data['indicator_code']!r} (see /api/v1/indicators)",
-            )
-        )
-    elif unit_code is not None and unit_code != indicator.unit_code:
-        problems.append(
-            (
-                "unit_code",
-                f"unit {unit_code!r} does not match indicator {indicator.code!r}, whose unit is {indicator.unit_code!r}",
-            )
-        )
-    if session.get(Source, data["source_id"]) is None:
-        problems.append(("source_id", f"unknown source {data['source_id']} (see /api/v1/sources)"))
+    problems = References.load(session, [data]).problems(data, unit_code)
     for input_id in inputs:
         found = session.get(Observation, input_id)
         if found is None or found.deleted_at is not None:
@@ -342,98 +394,7 @@ def delete_row(
     audit(session, actor, "delete", resource, key, row.model_dump(), reason)
 
 
-# ---------------------------------------------------------------- bulk import
+def apply_import(*args: Any, **kwargs: Any) -> Any:  # TEMP: bench/ moves to app.imports
+    from app.imports import apply_import as apply
 
-
-def _resolve(session: Session, key: str, source_id: int) -> Observation | None:
-    try:
-        found = find_observation(session, *parse_observation_key(key), source_id)
-    except ValueError:
-        return None
-    return found if found is not None and found.deleted_at is None else None
-
-
-def check_import(session: Session, rows: list[tuple[int, ImportRow]]) -> list[ImportProblem]:
-    """Every problem of the parsed rows against the database and each other."""
-    problems: list[ImportProblem] = []
-    seen: dict[tuple[str, int], int] = {}
-    for line, row in rows:
-        data = row.model_dump(include=set(OBSERVATION_DATA))
-        for field, message in observation_problems(session, data, row.unit_code, ()):
-            problems.append(ImportProblem(line, field, message))
-        indicator = session.get(Indicator, row.indicator_code)
-        if indicator and row.dimension_code not in (None, indicator.dimension_code):
-            message = f"indicator {indicator.code!r} is in dimension {indicator.dimension_code!r}"
-            problems.append(ImportProblem(line, "dimension_code", message))
-        key = (observation_key(row.city_code, row.indicator_code, row.period), row.source_id)
-        if key in seen:
-            problems.append(ImportProblem(line, "city_code", f"{key[0]} repeats line {seen[key]}"))
-        seen.setdefault(key, line)
-    for line, row in rows:
-        for key_text in row.derived_from:
-            if (key_text, row.source_id) not in seen and _resolve(
-                session, key_text, row.source_id
-            ) is None:
-                message = f"{key_text!r} names no observation of source {row.source_id}"
-                problems.append(ImportProblem(line, "derived_from", message))
-    return sorted(problems, key=lambda p: p.line)
-
-
-def apply_rows(
-    session: Session, rows: list[tuple[int, ImportRow]], actor: str, reason: str
-) -> dict[str, int]:
-    """Adds, updates or leaves each checked row, by natural key; revisions for what changed."""
-    counts = {"added": 0, "updated": 0, "unchanged": 0}
-    applied: list[tuple[ImportRow, Observation]] = []
-    for _line, row in rows:
-        data = row.model_dump(include=set(OBSERVATION_DATA))
-        obs = find_observation(
-            session, row.city_code, row.indicator_code, row.period, row.source_id
-        )
-        if obs is None:
-            obs = Observation(**data)
-            session.add(obs)
-            status = "added"
-        elif obs.deleted_at is None and {f: getattr(obs, f) for f in OBSERVATION_DATA} == data:
-            status = "unchanged"
-        else:
-            obs.sqlmodel_update(data)
-            obs.deleted_at = None
-            obs.version += 1
-            status = "updated"
-        counts[status] += 1
-        if status != "unchanged":
-            record_revision(session, obs, actor, reason)
-        applied.append((row, obs))
-    session.flush()
-    for row, obs in applied:  # inputs may be rows of this same file, flushed just now
-        inputs = [
-            found.id
-            for k in row.derived_from
-            if (found := _resolve(session, k, row.source_id)) and found.id
-        ]
-        if sorted(inputs) != current_inputs(session, obs):
-            set_inputs(session, obs, inputs)
-    return counts
-
-
-def apply_import(
-    session: Session, data: bytes, settings: Settings, actor: str, reason: str, dry_run: bool
-) -> ImportReport:
-    """Parses, checks and applies a CSV import in the session's one transaction: any problem
-    rejects the whole file (ImportRejected, 422) and a dry run rolls back after counting."""
-    rows, problems = parse_import(data, settings.import_max_rows)
-    problems = sorted(problems + check_import(session, rows), key=lambda p: p.line)
-    if problems:
-        session.rollback()
-        raise ImportRejected(problems)
-    counts = apply_rows(session, rows, actor, reason)
-    if dry_run:
-        session.rollback()
-    else:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()[:16]
-        audit(
-            session, actor, "import", "observation", digest, {**counts, "rows": len(rows)}, reason
-        )
-        session.commit()
-    return ImportReport(dry_run=dry_run, rows=len(rows), **counts)
+    return apply(*args, **kwargs)

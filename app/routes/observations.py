@@ -18,6 +18,7 @@ from app.csvio import (
 )
 from app.db import READ_METHODS, SessionDep
 from app.errors import NotFound, problem_responses
+from app.imports import apply_import
 from app.models import (
     ImportReport,
     Observation,
@@ -43,7 +44,6 @@ from app.queries import (
     paginate,
 )
 from app.writes import (
-    apply_import,
     create_observation,
     delete_observation,
     update_observation,

@@ -1,0 +1,291 @@
+"""Synthetic benchmark data, made through the app's own models and import path.
+
+    .venv/bin/python bench/generate.py 10k [100k 1m ...]
+
+For each size, builds bench/data/obs-<size>-g<GENERATOR_VERSION>.db (reused if it exists):
+`python -m app migrate` and `python -m app seed` (units, dimensions, the article's data), then
+synthetic cities, indicators and one source through the app's SQLModel models, then every
+observation through `app.writes.apply_import`, in chunks of BENCH_CHUNK rows (default 100,000).
+Rows are never written with raw SQL. A file is built under a temporary name and renamed only
+when complete, so an interrupted run leaves no half-built cache behind.
+
+Every city + indicator pair has YEARS (50) yearly values, so the filtered page
+`?city=X&indicator=Y&limit=50` returns 50 rows at every size.
+"""
+
+import csv
+import fcntl
+import io
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATA = ROOT / "bench" / "data"
+
+GENERATOR_VERSION = 1  # bump when the data below changes, so cached files are rebuilt
+YEARS = list(range(1975, 2025))  # 50 periods per city + indicator
+# size -> (cities, indicators); cities * indicators * 50 = size
+GRIDS = {
+    "1k": (5, 4),
+    "10k": (20, 10),
+    "100k": (100, 20),
+    "1m": (500, 40),
+}
+PROVINCES = [
+    ("浙江", "Zhejiang"),
+    ("广东", "Guangdong"),
+    ("安徽", "Anhui"),
+    ("江苏", "Jiangsu"),
+    ("山东", "Shandong"),
+    ("四川", "Sichuan"),
+    ("湖北", "Hubei"),
+    ("河南", "Henan"),
+    ("福建", "Fujian"),
+    ("湖南", "Hunan"),
+]
+IMPORT_COLUMNS = [
+    "city_code",
+    "indicator_code",
+    "unit_code",
+    "period",
+    "value",
+    "value_text",
+    "qualifier",
+    "is_derived",
+    "source_id",
+    "quote",
+    "note",
+]
+
+
+def size_key(text: str) -> str:
+    key = text.strip().lower()
+    if key not in GRIDS:
+        raise SystemExit(f"unknown size {text!r}; choose from {', '.join(GRIDS)}")
+    return key
+
+
+def db_path(size: str) -> Path:
+    return DATA / f"obs_{size}_g{GENERATOR_VERSION}.db"
+
+
+def city_code(i: int) -> str:
+    return f"bench_city_{i:04d}"
+
+
+def indicator_code(i: int) -> str:
+    return f"bench_ind_{i:03d}"
+
+
+def grid(size: str) -> dict[str, object]:
+    """What the benchmark needs to know about a file: its codes and shape."""
+    n_cities, n_indicators = GRIDS[size]
+    return {
+        "size": size,
+        "rows": n_cities * n_indicators * len(YEARS),
+        "cities": [city_code(i) for i in range(n_cities)],
+        "indicators": [indicator_code(i) for i in range(n_indicators)],
+        "years": [YEARS[0], YEARS[-1]],
+    }
+
+
+def _app(db: Path, *args: str) -> None:
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning"}
+    subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env, check=True)
+
+
+def _reference_rows(db: Path, size: str) -> int:
+    """Cities, indicators and a source for the synthetic data, via the app's models."""
+    from sqlmodel import Session, select
+
+    from app.config import Settings
+    from app.db import make_engine
+    from app.models import City, Dimension, Indicator, Source
+
+    n_cities, n_indicators = GRIDS[size]
+    engine = make_engine(Settings(database_url=f"sqlite:///{db}"), write=True)
+    with Session(engine) as session:
+        dimensions = [d.code for d in session.exec(select(Dimension).order_by(Dimension.position))]
+        for i in range(n_cities):
+            zh, en = PROVINCES[i % len(PROVINCES)]
+            session.add(
+                City(
+                    code=city_code(i),
+                    name_zh=f"合成城市{i:04d}",
+                    name_en=f"Synthetic City {i:04d}",
+                    province_zh=zh,
+                    province_en=en,
+                    admin_level="prefecture",
+                    notes="Synthetic benchmark data (bench/generate.py).",
+                )
+            )
+        for i in range(n_indicators):
+            percent = i % 2 == 0
+            session.add(
+                Indicator(
+                    code=indicator_code(i),
+                    name_zh=f"合成指标{i:03d}",
+                    name_en=f"Synthetic indicator {i:03d}",
+                    definition="Synthetic benchmark indicator.",
+                    dimension_code=dimensions[i % len(dimensions)],
+                    dimension_rationale="Spread evenly over the four dimensions.",
+                    unit_code="percent" if percent else "cny_100m",
+                    numerator="Synthetic numerator",
+                    denominator="Synthetic denominator" if percent else None,
+                    scope="City; calendar year",
+                )
+            )
+        source = Source(
+            title="合成基准数据",
+            title_en="Synthetic benchmark data",
+            publication="bench/generate.py",
+            reference_year=YEARS[-1],
+            provenance_note=f"Generated for the benchmark (generator version {GENERATOR_VERSION}).",
+        )
+        session.add(source)
+        session.commit()
+        assert source.id is not None
+        source_id = source.id
+    engine.dispose()
+    return source_id
+
+
+def _csv_chunks(size: str, source_id: int, chunk: int):  # type: ignore[no-untyped-def]
+    """CSV files in the columns of /observations.csv, `chunk` rows each."""
+    n_cities, n_indicators = GRIDS[size]
+    rng = random.Random(f"xinzhi-bench-{size}")
+    qualifiers = ["exact"] * 7 + ["approximately", "more_than", "at_least"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    count = 0
+
+    def start() -> None:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(IMPORT_COLUMNS)
+
+    start()
+    for c in range(n_cities):
+        for i in range(n_indicators):
+            percent = i % 2 == 0
+            unit, symbol = ("percent", "%") if percent else ("cny_100m", "亿元")
+            for year in YEARS:
+                value = round(rng.uniform(0.5, 99.5) if percent else rng.uniform(1, 20000), 2)
+                text = f"{value:g}{symbol}"
+                writer.writerow(
+                    [
+                        city_code(c),
+                        indicator_code(i),
+                        unit,
+                        year,
+                        value,
+                        text,
+                        rng.choice(qualifiers),
+                        "false",
+                        source_id,
+                        f"{year}年，合成城市{c:04d}的合成指标{i:03d}为{text}。",
+                        "",
+                    ]
+                )
+                count += 1
+                if count % chunk == 0:
+                    yield buffer.getvalue().encode()
+                    start()
+    if count % chunk:
+        yield buffer.getvalue().encode()
+
+
+def _import(db: Path, size: str, source_id: int, chunk: int) -> list[float]:
+    from sqlmodel import Session
+
+    from app.config import Settings
+    from app.db import make_engine
+    from app.writes import apply_import
+
+    settings = Settings(
+        database_url=f"sqlite:///{db}",
+        import_max_bytes=1 << 31,
+        import_max_rows=chunk + 1,
+    )
+    engine = make_engine(settings, write=True)
+    seconds: list[float] = []
+    done = 0
+    total = grid(size)["rows"]
+    for data in _csv_chunks(size, source_id, chunk):
+        started = time.perf_counter()
+        with Session(engine, expire_on_commit=False) as session:
+            report = apply_import(
+                session, data, settings, "bench", "synthetic benchmark data", False
+            )
+        seconds.append(time.perf_counter() - started)
+        done += report.added
+        rate = report.rows / seconds[-1]
+        print(
+            f"  {size}: imported {done:,}/{total:,} rows "
+            f"({seconds[-1]:.1f} s for this chunk, {rate:,.0f} rows/s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    engine.dispose()
+    return seconds
+
+
+def ensure(size: str) -> dict[str, object]:
+    """The file for `size`, built if missing; returns its metadata (with generation time)."""
+    size = size_key(size)
+    DATA.mkdir(parents=True, exist_ok=True)
+    with open(DATA / f".{size}.lock", "w") as lock:  # a second run waits for the first
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure(size)
+
+
+def _ensure(size: str) -> dict[str, object]:
+    db = db_path(size)
+    meta_path = db.with_suffix(".json")
+    if db.exists() and meta_path.exists():
+        return {**json.loads(meta_path.read_text()), "cached": True}
+    tmp = db.with_name(db.name + ".partial")
+    for stale in DATA.glob(tmp.name + "*"):
+        stale.unlink()
+    chunk = int(os.environ.get("BENCH_CHUNK", "100000"))
+    print(f"generating {size} observations into {db.name} (chunks of {chunk:,})", file=sys.stderr)
+    started = time.perf_counter()
+    _app(tmp, "migrate")
+    _app(tmp, "seed")
+    source_id = _reference_rows(tmp, size)
+    chunks = _import(tmp, size, source_id, chunk)
+    with sqlite3.connect(tmp) as conn:  # fold the WAL back in, then the file is complete
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    elapsed = time.perf_counter() - started
+    meta = {
+        **grid(size),
+        "generator_version": GENERATOR_VERSION,
+        "generation_seconds": round(elapsed, 1),
+        "import_seconds": round(sum(chunks), 1),
+        "import_chunk_rows": chunk,
+        "import_chunk_seconds": [round(s, 1) for s in chunks],
+        "source_id": source_id,
+        "file_bytes": tmp.stat().st_size,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    for suffix in ("-wal", "-shm"):
+        Path(str(tmp) + suffix).unlink(missing_ok=True)
+    tmp.rename(db)
+    meta_path.write_text(json.dumps(meta, indent=2))
+    print(f"generated {size} in {elapsed:.0f} s", file=sys.stderr)
+    return {**meta, "cached": False}
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:] or ["10k"]:
+        print(
+            json.dumps({k: v for k, v in ensure(arg).items() if k not in ("cities", "indicators")})
+        )

@@ -1,0 +1,717 @@
+"""The benchmark behind `make bench` (docs/performance.md says how to read it).
+
+For each size (BENCH_SIZES, default 10k,100k,1m) it builds or reuses a synthetic database
+(bench/generate.py: the app's models and import path), serves it with `python -m app serve`
+(one uvicorn worker, LOG_LEVEL=warning) on a free loopback port, and drives it with wrk
+(bench/wrk.lua: a random path per request from a list). In the same run, on the same file and
+machine, it measures the references: a bare Starlette hello-world, Datasette serving the same
+SQLite file, and the sqlite3 command-line tool's CSV dump. It prints a markdown table and writes
+everything to bench/results/<timestamp>.json (server logs beside it).
+
+Knobs (environment): BENCH_SIZES, BENCH_SECONDS (10, per measured run), BENCH_WARMUP (2),
+BENCH_CONNECTIONS (64), BENCH_HIGH_CONNECTIONS (256), BENCH_THREADS (wrk threads, 2),
+BENCH_CSV_TIMEOUT (600 s per export), BENCH_REFERENCES (1; 0 skips Starlette, Datasette and
+sqlite3, for quick iterations).
+
+Every server binds 127.0.0.1 and is stopped at the end, also on failure or Ctrl-C.
+"""
+
+import atexit
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+import generate  # noqa: E402  (bench/generate.py)
+
+PYTHON = sys.executable  # the app's virtualenv (make bench runs .venv/bin/python)
+DATASETTE = BENCH / ".venv-ref" / "bin" / "datasette"
+RESULTS = BENCH / "results"
+
+SIZES = [generate.size_key(s) for s in os.environ.get("BENCH_SIZES", "10k,100k,1m").split(",")]
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+HIGH_CONNECTIONS = int(os.environ.get("BENCH_HIGH_CONNECTIONS", "256"))
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+CSV_TIMEOUT = int(os.environ.get("BENCH_CSV_TIMEOUT", "600"))
+REFERENCES = os.environ.get("BENCH_REFERENCES", "1") != "0"
+WRK_TIMEOUT_S = 5  # a request unanswered this long is a wrk timeout error: a stall
+
+STAMP = time.strftime("%Y%m%dT%H%M%S")
+LOGS = RESULTS / f"{STAMP}-logs"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Processes:
+    """Every process this run starts, each in its own process group, so that stop() ends it
+    and anything it spawned, by its id."""
+
+    def __init__(self) -> None:
+        self.live: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None, **kw: Any):  # type: ignore[no-untyped-def]
+        LOGS.mkdir(parents=True, exist_ok=True)
+        out = kw.pop("stdout", None) or open(LOGS / f"{name}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=kw.pop("stderr", subprocess.STDOUT),
+            start_new_session=True,
+            **kw,
+        )
+        self.live.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if proc in self.live:
+            self.live.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.live)):
+            self.stop(proc)
+
+
+PROCS = Processes()
+atexit.register(PROCS.stop_all)
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every finally, then atexit
+
+
+signal.signal(signal.SIGTERM, _terminate)
+signal.signal(signal.SIGHUP, _terminate)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tail(name: str, lines: int = 30) -> str:
+    path = LOGS / f"{name}.log"
+    return (
+        "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    )
+
+
+class Server:
+    """A server process on a free loopback port; `ready_seconds` is spawn to first 200."""
+
+    def __init__(self, name: str, cmd: list[str], port: int, probe: str, env: dict[str, str]):
+        self.name, self.port = name, port
+        self.base = f"http://127.0.0.1:{port}"
+        started = time.perf_counter()
+        self.proc = PROCS.start(name, cmd, env)
+        deadline = started + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.proc.returncode}:\n{tail(name)}")
+            try:
+                if httpx.get(self.base + probe, timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{name} did not answer {probe} within 120 s:\n{tail(name)}")
+            time.sleep(0.01)
+        self.ready_seconds = time.perf_counter() - started
+
+    def stop(self) -> None:
+        PROCS.stop(self.proc)
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
+
+
+def app_server(db: Path, probe: str) -> Server:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{db}",
+        "LOG_LEVEL": "warning",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+    }
+    cmd = [PYTHON, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return Server(f"app-{db.stem}", cmd, port, probe, env)
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def wrk(base: str, paths: list[str], connections: int, seconds: int, label: str) -> dict[str, Any]:
+    """One wrk run over `paths` (random per request); returns req/s, latency and errors."""
+    urls = LOGS / f"{label}.urls"
+    urls.write_text("\n".join(paths) + "\n")
+    cmd = [
+        "wrk",
+        f"-t{min(THREADS, connections)}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        f"{WRK_TIMEOUT_S}s",
+        "-s",
+        str(BENCH / "wrk.lua"),
+        base,
+    ]
+    env = {**os.environ, "BENCH_URLS": str(urls)}
+    done = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result ({done.returncode}): {done.stdout}{done.stderr}")
+    raw = json.loads(line.removeprefix("BENCH_JSON "))
+    e, lat = raw["errors"], raw["latency_us"]
+    seconds_run = raw["duration_us"] / 1e6
+    return {
+        "connections": connections,
+        "seconds": round(seconds_run, 2),
+        "distinct_urls": raw["distinct_paths"],
+        "requests": raw["requests"],
+        "rps": round(raw["requests"] / seconds_run, 1),
+        "p50_ms": round(lat["p50"] / 1000, 2),
+        "p90_ms": round(lat["p90"] / 1000, 2),
+        "p99_ms": round(lat["p99"] / 1000, 2),
+        "max_ms": round(lat["max"] / 1000, 2),
+        "non_2xx": e["status"],  # wrk counts HTTP status >= 400 here
+        "socket_errors": e["connect"] + e["read"] + e["write"] + e["timeout"],
+        "timeouts": e["timeout"],
+        "mb_per_s": round(raw["bytes"] / seconds_run / 1e6, 2),
+    }
+
+
+def load(base: str, paths: list[str], connections: int, label: str) -> dict[str, Any]:
+    """A warm-up (discarded), then the measured run."""
+    if WARMUP:
+        wrk(base, paths, connections, WARMUP, label + "-warmup")
+    result = wrk(base, paths, connections, SECONDS, label)
+    log(
+        f"  {label}: {result['rps']:,.0f} req/s, p50 {result['p50_ms']} ms, "
+        f"p99 {result['p99_ms']} ms, non-2xx {result['non_2xx']}, "
+        f"socket errors {result['socket_errors']} ({result['distinct_urls']} URLs)"
+    )
+    return result
+
+
+def check(base: str, paths: list[str], rows: int | None, key: str = "items") -> str | None:
+    """Before loading an endpoint: a few of its URLs answer 200 (with `rows` rows)."""
+    for path in random.Random(1).sample(paths, min(5, len(paths))):
+        r = httpx.get(base + path, timeout=30)
+        if r.status_code != 200:
+            return f"{path}: HTTP {r.status_code}: {r.text[:300]}"
+        if rows is not None and len(r.json()[key]) != rows:
+            return f"{path}: {len(r.json()[key])} rows, expected {rows}"
+    return None
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's VmRSS every 50 ms; `peak_kb` is the highest seen."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.stopped = pid, threading.Event()
+        self.baseline_kb = self.read()
+        self.peak_kb = self.baseline_kb
+
+    def read(self) -> int:
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return 0
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        return int(match.group(1)) if match else 0
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.05):
+            self.peak_kb = max(self.peak_kb, self.read())
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+        self.peak_kb = max(self.peak_kb, self.read())
+
+
+def count_lines(cmd: list[str], label: str, pid: int | None = None) -> dict[str, Any]:
+    """Runs `cmd` (curl or sqlite3) and counts the lines of its output as they arrive;
+    optionally samples the server's RSS meanwhile."""
+    sampler = RssSampler(pid) if pid else None
+    if sampler:
+        sampler.start()
+    started = time.perf_counter()
+    proc = PROCS.start(label, cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    timer = threading.Timer(CSV_TIMEOUT, lambda: PROCS.stop(proc))
+    timer.start()
+    lines = size = 0
+    first_byte = None
+    try:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(1 << 20):  # type: ignore[attr-defined]
+            if first_byte is None:
+                first_byte = time.perf_counter() - started
+            lines += chunk.count(b"\n")
+            size += len(chunk)
+        proc.wait()
+        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    finally:
+        timer.cancel()
+        PROCS.stop(proc)
+        if sampler:
+            sampler.stop()
+    elapsed = time.perf_counter() - started
+    result: dict[str, Any] = {
+        "exit_code": proc.returncode,
+        "seconds": round(elapsed, 2),
+        "first_byte_s": round(first_byte or 0, 3),
+        "lines": lines,
+        "mb": round(size / 1e6, 1),
+    }
+    if proc.returncode != 0 or stderr.strip():
+        result["stderr"] = stderr.strip()[-500:]
+    if sampler:
+        result["rss_baseline_mb"] = round(sampler.baseline_kb / 1024, 1)
+        result["rss_peak_mb"] = round(sampler.peak_kb / 1024, 1)
+        result["rss_growth_mb"] = round((sampler.peak_kb - sampler.baseline_kb) / 1024, 1)
+    return result
+
+
+def csv_over_http(url: str, label: str, pid: int, header: bool = True) -> dict[str, Any]:
+    cmd = ["curl", "-sS", "-o", "-", "--max-time", str(CSV_TIMEOUT), "-w", "%{stderr}%{http_code}"]
+    result = count_lines([*cmd, url], label, pid)
+    status = result.pop("stderr", "")
+    result["http_status"] = status[-3:]
+    if status[:-3].strip():
+        result["stderr"] = status[:-3].strip()
+    result["rows"] = result["lines"] - (1 if header else 0)
+    result["rows_per_s"] = round(result["rows"] / result["seconds"]) if result["seconds"] else 0
+    log(
+        f"  {label}: {result['rows']:,} rows in {result['seconds']} s "
+        f"({result['rows_per_s']:,} rows/s), HTTP {result['http_status']}"
+        + (f", RSS +{result['rss_growth_mb']} MB" if "rss_growth_mb" in result else "")
+    )
+    return result
+
+
+def sqlite_csv(db: Path) -> dict[str, Any]:
+    cmd = ["sqlite3", "-csv", "-noheader", str(db), "select * from observation"]
+    result = count_lines(cmd, "sqlite3-csv")
+    result["rows"] = result["lines"]
+    result["rows_per_s"] = round(result["rows"] / result["seconds"]) if result["seconds"] else 0
+    log(f"  sqlite3 -csv: {result['rows']:,} rows in {result['seconds']} s")
+    return result
+
+
+# ---------------------------------------------------------------- per size
+
+
+def paths_for(db: Path, meta: dict[str, Any]) -> dict[str, list[str]]:
+    cities, indicators = meta["cities"], meta["indicators"]
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        dimensions = [r[0] for r in conn.execute("select code from dimension order by code")]
+    conn.close()
+    pairs = [(c, i) for c in cities for i in indicators]
+    return {
+        "city": [f"/api/v1/cities/{c}" for c in cities],
+        "page": [f"/api/v1/observations?city={c}&indicator={i}&limit=50" for c, i in pairs],
+        "dimension": [f"/api/v1/dimensions/{d}" for d in dimensions],
+        "latest": [f"/api/v1/observations?city={c}&latest=true&limit=50" for c in cities],
+        "datasette_page": [
+            f"/{db.stem}/observation.json?city_code={c}&indicator_code={i}&_size=50"
+            for c, i in pairs
+        ],
+    }
+
+
+def live_rows(db: Path) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        (n,) = conn.execute("select count(*) from observation where deleted_at is null").fetchone()
+    conn.close()
+    return int(n)
+
+
+def bench_size(size: str, meta: dict[str, Any]) -> dict[str, Any]:
+    db = generate.db_path(size)
+    out: dict[str, Any] = {
+        "rows": meta["rows"],
+        "file_mb": round(db.stat().st_size / 1e6, 1),
+        "loadavg_before": os.getloadavg(),  # other work on the machine skews every number
+    }
+    paths = paths_for(db, meta)
+    per_combo = len(generate.YEARS)
+
+    started = time.perf_counter()
+    migrate = subprocess.run(
+        [PYTHON, "-m", "app", "migrate"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{db}"},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    out["migrate_seconds"] = round(time.perf_counter() - started, 2)
+    if migrate.returncode != 0:
+        raise RuntimeError(f"python -m app migrate failed on {db}: {migrate.stderr[-2000:]}")
+    out["live_rows"] = live_rows(db)
+
+    log(
+        f"{size}: serving {db.name} ({out['live_rows']:,} live observations; "
+        f"load average {out['loadavg_before'][0]:.2f})"
+    )
+    checks: dict[str, str] = {}
+    with app_server(db, paths["page"][0]) as app:
+        out["start_seconds"] = round(app.ready_seconds, 3)
+        log(f"  first response {out['start_seconds']} s after start")
+        for name, rows in (("city", None), ("page", per_combo), ("dimension", None)):
+            if problem := check(app.base, paths[name], rows):
+                checks[name] = problem
+        if problem := check(app.base, paths["latest"], len(meta["indicators"])):
+            checks["latest"] = problem
+        out["app"] = {
+            "city": load(app.base, paths["city"], CONNECTIONS, f"{size}-city"),
+            "page": load(app.base, paths["page"], CONNECTIONS, f"{size}-page"),
+            "dimension": load(app.base, paths["dimension"], CONNECTIONS, f"{size}-dimension"),
+            "latest": load(app.base, paths["latest"], CONNECTIONS, f"{size}-latest"),
+            "page_hot": load(app.base, paths["page"][:1], CONNECTIONS, f"{size}-page-hot"),
+            "page_high": load(app.base, paths["page"], HIGH_CONNECTIONS, f"{size}-page-c256"),
+        }
+        out["app_csv"] = csv_over_http(
+            app.base + "/api/v1/observations.csv", f"{size}-app-csv", app.proc.pid
+        )
+        out["app_csv"]["expected_rows"] = out["live_rows"]
+        out["app_alive_after"] = app.proc.poll() is None
+    out["checks"] = checks
+    for name, problem in checks.items():
+        log(f"  CHECK FAILED {name}: {problem}")
+
+    if REFERENCES:
+        port = free_port()
+        cmd = [
+            str(DATASETTE),
+            "serve",
+            str(db),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--setting",
+            "max_csv_mb",
+            "0",  # default 100 MB would cut the full CSV short
+        ]
+        with Server(f"datasette-{size}", cmd, port, "/-/versions.json", dict(os.environ)) as ds:
+            out["datasette_start_seconds"] = round(ds.ready_seconds, 3)
+            if problem := check(ds.base, paths["datasette_page"], per_combo, key="rows"):
+                checks["datasette_page"] = problem
+                log(f"  CHECK FAILED datasette_page: {problem}")
+            out["datasette"] = {
+                "page": load(
+                    ds.base, paths["datasette_page"], CONNECTIONS, f"{size}-datasette-page"
+                )
+            }
+            out["datasette_csv"] = csv_over_http(
+                f"{ds.base}/{db.stem}/observation.csv?_stream=on&_size=max",
+                f"{size}-datasette-csv",
+                ds.proc.pid,
+            )
+        out["sqlite3_csv"] = sqlite_csv(db)
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    mem = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+
+    def version(cmd: list[str]) -> str:
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return "missing"
+        return (
+            (done.stdout or done.stderr).strip().splitlines()[0]
+            if done.stdout or done.stderr
+            else ""
+        )
+
+    commit = version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = version(["git", "-C", str(ROOT), "status", "--porcelain", "--", "app", "migrations"])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model.group(1).strip() if model else platform.processor(),
+        "ram_gb": round(int(mem.group(1)) / 1024 / 1024, 1) if mem else None,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "sqlite_python": sqlite3.sqlite_version,
+        "sqlite_cli": version(["sqlite3", "--version"]).split(" ")[0],
+        "wrk": version(["wrk", "--version"]).split(" [")[0],
+        "datasette": version([str(DATASETTE), "--version"]) if REFERENCES else None,
+        "commit": commit + (" + uncommitted changes in app/ or migrations/" if dirty else ""),
+    }
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's goals, measured at the largest size of the run."""
+    sizes = results["sizes"]
+    big, small = sizes[SIZES[-1]], sizes[SIZES[0]]
+    page = big["app"]["page"]
+    high = big["app"]["page_high"]
+    csv = big["app_csv"]
+    ds_page = big.get("datasette", {}).get("page", {}).get("rps")
+    ds_csv = big.get("datasette_csv", {}).get("rows_per_s")
+    sq_csv = big.get("sqlite3_csv", {}).get("rows_per_s")
+    hello = results.get("starlette", {}).get("rps")
+    stalled = high["timeouts"] > 0 or high["requests"] == 0
+
+    def goal(area: str, what: str, value: Any, target: str, met: bool | None) -> dict[str, Any]:
+        return {"area": area, "measure": what, "value": value, "target": target, "met": met}
+
+    def at_least(v: float | None, t: float) -> bool | None:
+        return None if v is None else v >= t
+
+    r_ds, r_hello = ratio(page["rps"], ds_page), ratio(page["rps"], hello)
+    r_csv_ds, r_csv_sq = ratio(csv["rows_per_s"], ds_csv), ratio(csv["rows_per_s"], sq_csv)
+    scale = ratio(page["p50_ms"], small["app"]["page"]["p50_ms"]) if len(SIZES) > 1 else None
+    return [
+        goal("filtered page", "ours / Datasette req/s", r_ds, ">= 8", at_least(r_ds, 8)),
+        goal(
+            "filtered page",
+            "ours / Starlette hello req/s",
+            r_hello,
+            ">= 0.20",
+            at_least(r_hello, 0.2),
+        ),
+        goal("filtered page", "p99 ms", page["p99_ms"], "<= 50", page["p99_ms"] <= 50),
+        goal(
+            "high concurrency",
+            f"errors at {HIGH_CONNECTIONS} connections (non-2xx + socket; timeouts = stalls)",
+            f"{high['non_2xx'] + high['socket_errors']} ({high['timeouts']} timeouts, max {high['max_ms']} ms)",
+            "0, no stall",
+            high["non_2xx"] + high["socket_errors"] == 0 and not stalled,
+        ),
+        goal("CSV export", "ours / Datasette rows/s", r_csv_ds, ">= 5", at_least(r_csv_ds, 5)),
+        goal(
+            "CSV export", "ours / sqlite3 CLI rows/s", r_csv_sq, ">= 0.40", at_least(r_csv_sq, 0.4)
+        ),
+        goal(
+            "CSV export",
+            "server RSS growth MB",
+            csv.get("rss_growth_mb"),
+            "<= 30",
+            csv.get("rss_growth_mb", 1e9) <= 30 and csv["rows"] == csv["expected_rows"],
+        ),
+        goal(
+            "scale",
+            f"page p50 at {SIZES[-1]} / at {SIZES[0]}",
+            scale,
+            "<= 1.5",
+            None if scale is None else scale <= 1.5,
+        ),
+        goal(
+            "start",
+            "seconds to first response",
+            big["start_seconds"],
+            "< 1",
+            big["start_seconds"] < 1,
+        ),
+    ]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    def n(v: Any, fmt: str = ",.0f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = [
+        f"Run {results['started']} on {results['machine']['nproc']} cores "
+        f"({results['machine']['cpu']}); {SECONDS} s per run after {WARMUP} s warm-up; "
+        f"wrk {THREADS} threads.",
+        "",
+        "| size | server | scenario | URLs | conns | req/s | p50 ms | p99 ms | max ms | non-2xx | socket errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    names = {
+        "city": "one city `/cities/{code}`",
+        "page": "filtered page `?city&indicator&limit=50`",
+        "dimension": "dimension `/dimensions/{code}`",
+        "latest": "latest for a city `?city&latest=true`",
+        "page_hot": "filtered page, one hot URL",
+        "page_high": f"filtered page, {HIGH_CONNECTIONS} connections",
+    }
+
+    def row(size: str, server: str, scenario: str, r: dict[str, Any]) -> str:
+        return (
+            f"| {size} | {server} | {scenario} | {r['distinct_urls']:,} | {r['connections']} | "
+            f"{n(r['rps'])} | {n(r['p50_ms'], '.1f')} | {n(r['p99_ms'], '.1f')} | "
+            f"{n(r['max_ms'], '.0f')} | {r['non_2xx']} | {r['socket_errors']} |"
+        )
+
+    if "starlette" in results:
+        lines.append(row("-", "Starlette hello", "`GET /`", results["starlette"]))
+    for size, s in results["sizes"].items():
+        for key, label in names.items():
+            lines.append(row(size, "ours", label, s["app"][key]))
+        if "datasette" in s:
+            lines.append(row(size, "Datasette", "filtered page `_size=50`", s["datasette"]["page"]))
+    lines += [
+        "",
+        "| size | full CSV export | rows | seconds | rows/s | server RSS growth MB |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for size, s in results["sizes"].items():
+        for key, label in (
+            ("app_csv", "ours `/observations.csv`"),
+            ("datasette_csv", "Datasette `_stream=on`"),
+            ("sqlite3_csv", "sqlite3 `-csv` dump"),
+        ):
+            if key in s:
+                c = s[key]
+                lines.append(
+                    f"| {size} | {label} | {c['rows']:,} | {c['seconds']} | {n(c['rows_per_s'])} | "
+                    f"{n(c.get('rss_growth_mb'), '.1f')} |"
+                )
+    lines += [
+        "",
+        "| size | rows | generation (apply_import) s | migrate s | first response after start s | ours / Datasette page req/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for size, s in results["sizes"].items():
+        g = results["generation"][size]
+        ds = s.get("datasette", {}).get("page", {}).get("rps")
+        lines.append(
+            f"| {size} | {s['live_rows']:,} | {g['generation_seconds']} ({g['import_seconds']}) | "
+            f"{s['migrate_seconds']} | {s['start_seconds']} | {n(ratio(s['app']['page']['rps'], ds), '.2f')} |"
+        )
+    lines += [
+        "",
+        f"Goals (issue 4), at {SIZES[-1]}:",
+        "",
+        "| area | measure | value | goal | met |",
+        "|---|---|---|---|---|",
+    ]
+    for g in results["goals"]:
+        met = {True: "yes", False: "**no**", None: "not measured"}[g["met"]]
+        lines.append(f"| {g['area']} | {g['measure']} | {g['value']} | {g['target']} | {met} |")
+    problems = {size: s["checks"] for size, s in results["sizes"].items() if s.get("checks")}
+    if problems:
+        lines += ["", "Failed checks (a response was not what the benchmark expects):"]
+        for size, checks in problems.items():
+            lines += [f"- {size} {name}: {text}" for name, text in checks.items()]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    missing = [t for t in ("wrk", "curl", "sqlite3") if shutil.which(t) is None]
+    if REFERENCES and not DATASETTE.exists():
+        missing.append(str(DATASETTE))
+    if missing:
+        log(f"missing: {', '.join(missing)} (make bench installs them)")
+        return 2
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "config": {
+            "sizes": SIZES,
+            "seconds": SECONDS,
+            "warmup": WARMUP,
+            "connections": CONNECTIONS,
+            "high_connections": HIGH_CONNECTIONS,
+            "wrk_threads": THREADS,
+            "wrk_timeout_s": WRK_TIMEOUT_S,
+            "command": "make bench",
+        },
+        "generation": {},
+        "sizes": {},
+    }
+    out = RESULTS / f"{STAMP}.json"
+    wall = time.perf_counter()
+    try:
+        for size in SIZES:  # data first: a failed import should not waste a load run
+            done = subprocess.run(
+                [PYTHON, str(BENCH / "generate.py"), size],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"generating {size} failed ({done.returncode})")
+            meta = json.loads(done.stdout.decode().strip().splitlines()[-1])
+            results["generation"][size] = meta
+            log(
+                f"{size}: {meta['rows']:,} rows, generated in {meta['generation_seconds']} s"
+                + (" (cached)" if meta["cached"] else "")
+            )
+        if REFERENCES:
+            port = free_port()
+            cmd = [
+                PYTHON, "-m", "uvicorn", "hello:app", "--app-dir", str(BENCH), "--host",
+                "127.0.0.1", "--port", str(port), "--workers", "1", "--log-level", "warning",
+            ]  # fmt: skip
+            log("Starlette hello-world")
+            with Server("starlette-hello", cmd, port, "/", dict(os.environ)) as hello:
+                results["starlette"] = load(hello.base, ["/"], CONNECTIONS, "starlette-hello")
+        for size in SIZES:
+            results["sizes"][size] = bench_size(
+                size, {**results["generation"][size], **generate.grid(size)}
+            )
+        results["goals"] = goals(results)
+    finally:
+        PROCS.stop_all()
+        results["wall_seconds"] = round(time.perf_counter() - wall, 1)
+        out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+        log(f"results: {out.relative_to(ROOT)} (logs: {LOGS.relative_to(ROOT)}/)")
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
