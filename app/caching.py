@@ -1,9 +1,14 @@
-"""Conditional GET for the API: ETag and Last-Modified from the data version, 304 on a match.
+"""Conditional GET and a response cache for the API, both keyed by the data version.
 
 The data version is the newest audit event: every write records one, so any write changes
-every ETag, and nothing can serve stale data after a write.
+every ETag and empties the cache, and nothing is served stale after a write, in this worker
+or another (each request reads the version from the database, which costs one indexed row).
 """
 
+import sqlite3
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
 from sqlalchemy import Engine, desc, select
@@ -15,18 +20,39 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.models import AuditEvent
 
 CACHED_PREFIX = "/api/v1/"
+UNCACHED_PREFIXES = ("/api/v1/audit",)  # per-key answers: never shared, never 304'd
+MAX_ENTRY_BYTES = 1024 * 1024
 AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
+
+
+NEWEST_EVENT = select(AUDIT.c.id, AUDIT.c.at).order_by(desc(AUDIT.c.id)).limit(1)
+
+
+def _validators(event_id: int, at: datetime) -> tuple[str, str]:
+    return f'W/"v{event_id}"', format_datetime(at.replace(tzinfo=UTC), usegmt=True)
 
 
 def data_version(engine: Engine) -> tuple[str, str] | None:
     """(ETag, Last-Modified) of the data now, or None for a database with no writes yet."""
     with engine.connect() as conn:
-        row = conn.execute(
-            select(AUDIT.c.id, AUDIT.c.at).order_by(desc(AUDIT.c.id)).limit(1)
-        ).first()
-    if row is None:
-        return None
-    return f'W/"v{row.id}"', format_datetime(row.at, usegmt=True)
+        row = conn.execute(NEWEST_EVENT).first()
+    return None if row is None else _validators(row.id, row.at)
+
+
+class SQLiteVersion:
+    """The data version read on the event loop itself, from one read-only connection of its
+    own: an indexed one-row read from a local file takes microseconds, far less than handing
+    the query to a worker thread. (A server database is asked from the thread pool.)"""
+
+    SQL = "SELECT id, at FROM audit_event ORDER BY id DESC LIMIT 1"
+
+    def __init__(self, path: str) -> None:
+        self.connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self.connection.isolation_level = None  # autocommit: each read sees the latest commit
+
+    def __call__(self) -> tuple[str, str] | None:
+        row = self.connection.execute(self.SQL).fetchone()
+        return None if row is None else _validators(row[0], datetime.fromisoformat(row[1]))
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -41,27 +67,82 @@ def _not_modified_since(if_modified_since: str, last_modified: str) -> bool:
         return False
 
 
+@dataclass
+class ResponseCache:
+    """Whole JSON responses by URL, for one data version; least recently used go first."""
+
+    max_entries: int
+    max_bytes: int
+    version: str = ""
+    size: int = 0
+    entries: OrderedDict[bytes, tuple[int, list[tuple[bytes, bytes]], bytes]] = field(
+        default_factory=OrderedDict
+    )
+
+    def get(self, version: str, key: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        if version != self.version:
+            self.entries.clear()
+            self.version, self.size = version, 0
+            return None
+        hit = self.entries.get(key)
+        if hit is not None:
+            self.entries.move_to_end(key)
+        return hit
+
+    def put(
+        self, version: str, key: bytes, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        if version != self.version or self.max_entries == 0 or len(body) > MAX_ENTRY_BYTES:
+            return
+        self.entries[key] = (status, headers, body)
+        self.size += len(body)
+        while len(self.entries) > self.max_entries or self.size > self.max_bytes:
+            _, (_, _, old) = self.entries.popitem(last=False)
+            self.size -= len(old)
+
+
 class ConditionalGet:
-    def __init__(self, app: ASGIApp) -> None:
+    """ETag / Last-Modified on every 200 under /api/v1, a 304 when the client's copy is
+    current, and a cache of whole JSON responses for the current data version."""
+
+    def __init__(
+        self, app: ASGIApp, max_entries: int = 4096, max_bytes: int = 64 * 1024 * 1024
+    ) -> None:
         self.app = app
+        self.cache = ResponseCache(max_entries, max_bytes)
+        self.sqlite_version: SQLiteVersion | None = None
+
+    async def version(self, engine: Engine) -> tuple[str, str] | None:
+        url = engine.url
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            try:
+                if self.sqlite_version is None:
+                    self.sqlite_version = SQLiteVersion(url.database)
+                return self.sqlite_version()
+            except sqlite3.Error:
+                self.sqlite_version = None  # a file that was missing or locked; retry next time
+                raise SQLAlchemyError("data version unavailable") from None
+        return await run_in_threadpool(data_version, engine)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
         if (
             scope["type"] != "http"
             or scope["method"] not in ("GET", "HEAD")
-            or not scope["path"].startswith(CACHED_PREFIX)
-            or scope["path"].startswith("/api/v1/audit")
+            or not path.startswith(CACHED_PREFIX)
+            or path.startswith(UNCACHED_PREFIXES)
         ):
             await self.app(scope, receive, send)
             return
         try:
-            version = await run_in_threadpool(data_version, scope["app"].state.engine)
+            version = await self.version(scope["app"].state.engine)
         except SQLAlchemyError:
             version = None  # let the route answer; a database that is down gives its 503
         if version is None:
             await self.app(scope, receive, send)
             return
         etag, last_modified = version
+        validators = [(b"etag", etag.encode()), (b"last-modified", last_modified.encode())]
         request_headers = Headers(scope=scope)
         if_none_match = request_headers.get("if-none-match")
         if_modified_since = request_headers.get("if-modified-since")
@@ -72,16 +153,38 @@ class ConditionalGet:
             and _not_modified_since(if_modified_since, last_modified)
         )
         if fresh:
-            headers = [(b"etag", etag.encode()), (b"last-modified", last_modified.encode())]
-            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.start", "status": 304, "headers": validators})
             await send({"type": "http.response.body", "body": b""})
             return
 
+        key = path.encode() + b"?" + scope.get("query_string", b"")
+        hit = self.cache.get(etag, key)
+        if hit is not None:
+            status, headers, body = hit
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+
+        start: Message = {}
+        chunks: list[bytes] = []
+
         async def with_validators(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 200:
-                headers = MutableHeaders(scope=message)
-                headers["ETag"] = etag
-                headers["Last-Modified"] = last_modified
+            nonlocal start
+            if message["type"] == "http.response.start":
+                if message["status"] == 200:
+                    headers = MutableHeaders(scope=message)
+                    headers["ETag"] = etag
+                    headers["Last-Modified"] = last_modified
+                start = {
+                    **message,
+                    "headers": list(message.get("headers", [])),
+                }  # before CORS adds its own
+            elif start.get("status") == 200 and chunks is not None:
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False) and len(chunks) == 1:
+                    content_type = Headers(raw=start["headers"]).get("content-type", "")
+                    if content_type.startswith("application/json"):
+                        self.cache.put(etag, key, 200, start["headers"], chunks[0])
             await send(message)
 
         await self.app(scope, receive, with_validators)

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     import_max_rows: int = Field(
         200_000, ge=1, description="Most data rows in one CSV import (IMPORT_MAX_ROWS)."
     )
+    response_cache_entries: int = Field(
+        4096, ge=0, description="JSON responses cached per worker (RESPONSE_CACHE_ENTRIES; 0: off)."
+    )
+    response_cache_mb: int = Field(
+        64, ge=1, description="Most memory the response cache may hold, in MB (RESPONSE_CACHE_MB)."
+    )
     seed_dir: Path = Field(ROOT / "seed", description="Folder of seed CSV files (SEED_DIR).")
     log_level: str = Field("info", description="uvicorn log level (LOG_LEVEL).")
 

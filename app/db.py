@@ -57,7 +57,7 @@ def make_engine(settings: Settings, write: bool = False) -> Engine:
     kwargs: dict[str, Any] = {
         "pool_size": settings.pool_size,
         "max_overflow": settings.db_max_overflow,
-        "pool_pre_ping": True,
+        "pool_pre_ping": not is_sqlite(url),  # a SQLite file does not hang up on us
     }
     if is_sqlite(url):
         kwargs["connect_args"] = {"check_same_thread": False}

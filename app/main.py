@@ -7,6 +7,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
@@ -123,6 +124,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings)
     app.state.write_engine = make_engine(settings, write=True)
     errors.install(app)
+    # Innermost first: the cache sits inside CORS, so cached answers get the caller's CORS headers.
+    app.add_middleware(
+        ConditionalGet,
+        max_entries=settings.response_cache_entries,
+        max_bytes=settings.response_cache_mb * 1024 * 1024,
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -130,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["Link", "ETag", "Content-Disposition"],
     )
-    app.add_middleware(ConditionalGet)
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     app.add_middleware(HeadAsGet)
     for module in (cities, dimensions, indicators, observations, sources, audit):
         app.include_router(module.router, prefix=API_PREFIX)

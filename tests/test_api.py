@@ -243,3 +243,21 @@ async def test_head_answers_like_get_without_body(client: httpx.AsyncClient, url
     head = await client.head(url)
     assert (head.status_code, head.content) == (200, b"")
     assert head.headers["content-type"] == get.headers["content-type"]
+
+
+async def test_large_json_is_gzipped_on_request(client: httpx.AsyncClient) -> None:
+    plain = await client.get("/api/v1/observations", headers={"Accept-Encoding": "identity"})
+    packed = await client.get("/api/v1/observations", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip"
+    assert int(packed.headers["content-length"]) < len(plain.content) / 4
+    assert packed.json() == plain.json()  # httpx decodes it
+
+
+async def test_cached_answers_get_each_callers_cors_headers(client: httpx.AsyncClient) -> None:
+    first = await client.get("/api/v1/cities/ningbo", headers={"Origin": "https://a.example"})
+    second = await client.get("/api/v1/cities/ningbo", headers={"Origin": "https://b.example"})
+    assert first.content == second.content
+    assert first.headers["etag"] == second.headers["etag"]
+    assert second.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-origin" not in (await client.get("/api/v1/cities/ningbo")).headers
