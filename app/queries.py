@@ -65,11 +65,15 @@ def paginate(
     session: Session, stmt: Select[Any], key: Any, limit: int, cursor: str | None
 ) -> Slice:
     """Keyset pagination on a unique, sortable key column: cost does not grow with depth."""
-    total = session.exec(select(func.count()).select_from(stmt.order_by(None).subquery())).one()
+    # Core execution on the session's connection: the ORM layer adds nothing to row reads.
+    conn = session.connection()
+    total = conn.execute(
+        core_select(func.count()).select_from(stmt.order_by(None).subquery())
+    ).scalar_one()
     if cursor is not None:
         after = decode_cursor(cursor, as_int=key.type.python_type is int)
         stmt = stmt.where(key > after)
-    rows = list(session.exec(stmt.order_by(key).limit(limit + 1)).all())  # type: ignore[call-overload]
+    rows = list(conn.execute(stmt.order_by(key).limit(limit + 1)).all())
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_cursor(rows[-1]._mapping[key.key]) if more else None
@@ -85,7 +89,12 @@ def check_codes(
     """Rejects filter codes that name nothing, so a typo is not mistaken for 'no data'."""
     if not codes:
         return
-    known = set(session.exec(select(model.code).where(col(model.code).in_(codes))).all())
+    table = model.__table__
+    known = set(
+        session.connection()
+        .execute(core_select(table.c.code).where(table.c.code.in_(codes)))
+        .scalars()
+    )
     unknown = [c for c in codes if c not in known]
     if unknown:
         names = ", ".join(repr(c) for c in unknown)
