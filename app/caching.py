@@ -165,26 +165,20 @@ class ConditionalGet:
             await send({"type": "http.response.body", "body": body})
             return
 
-        start: Message = {}
-        chunks: list[bytes] = []
+        cacheable: list[tuple[bytes, bytes]] | None = None  # the headers of a JSON 200
 
         async def with_validators(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                if message["status"] == 200:
-                    headers = MutableHeaders(scope=message)
-                    headers["ETag"] = etag
-                    headers["Last-Modified"] = last_modified
-                start = {
-                    **message,
-                    "headers": list(message.get("headers", [])),
-                }  # before CORS adds its own
-            elif start.get("status") == 200 and chunks is not None:
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body", False) and len(chunks) == 1:
-                    content_type = Headers(raw=start["headers"]).get("content-type", "")
-                    if content_type.startswith("application/json"):
-                        self.cache.put(etag, key, 200, start["headers"], chunks[0])
+            nonlocal cacheable
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                headers = MutableHeaders(scope=message)
+                headers["ETag"] = etag
+                headers["Last-Modified"] = last_modified
+                if headers.get("content-type", "").startswith("application/json"):
+                    cacheable = list(message["headers"])  # copied before CORS adds its own
+            elif message["type"] == "http.response.body" and cacheable is not None:
+                if not message.get("more_body", False):  # JSON comes whole, in one message
+                    self.cache.put(etag, key, 200, cacheable, message.get("body", b""))
+                cacheable = None
             await send(message)
 
         await self.app(scope, receive, with_validators)

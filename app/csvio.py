@@ -13,38 +13,50 @@ from typing import Any, TextIO
 
 from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
-from sqlalchemy import Engine, Select
-from sqlmodel import Session, col, select
+from sqlalchemy import Boolean, Engine, Select, String, case, func, literal, null
+from sqlalchemy import select as core_select
+from sqlmodel import Session, select
 from starlette.exceptions import HTTPException
 
 from app.errors import FieldError
-from app.models import City, Indicator, ObservationBase, check_derivation
+from app.models import City, ObservationBase, check_derivation
 from app.queries import (
     ObservationFilter,
     derived_input_keys,
     indicator_select,
     observations_select,
-    stream_rows,
 )
 
 # A text cell starting with one of these is run as a formula by Excel and LibreOffice.
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8; header=present"
 
-Cells = Callable[[Session, Sequence[Any]], list[list[Any]]]
-
 
 def cell(value: Any) -> Any:
-    """One CSV cell. Only text is neutralised, so a negative number stays a number."""
+    """One CSV cell, as the exports write it: text that a spreadsheet would run as a formula
+    gets a leading `'`; a flag is `true`/`false`; numbers are left alone (a negative number
+    stays a number); null is empty. Exports do the same in SQL (csv_safe)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
     if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
         return "'" + value
     return value
+
+
+def csv_safe(column: Any) -> Any:
+    """cell() as an SQL expression, so rows go from the cursor to the csv writer untouched."""
+    kind = getattr(column.type, "impl_instance", column.type)  # SQLModel's AutoString wraps String
+    if isinstance(kind, Boolean):
+        return case((column.is_(None), null()), (column, literal("true")), else_=literal("false"))
+    if isinstance(kind, String):
+        formula = func.substr(column, 1, 1).in_(FORMULA_TRIGGERS)
+        return case((formula, literal("'") + column), else_=column)
+    return column
+
+
+BATCH_ROWS = 10_000
 
 
 @dataclass
@@ -52,15 +64,25 @@ class Export:
     filename: str
     columns: Sequence[str]
     stmt: Select[Any]
-    cells: Cells | None = None  # None: each column is looked up in the row by name
+    order_by: Sequence[str] = ()
+    # Fills the cells computed in Python (derived_from); returns the batch's rows.
+    extra: Callable[[Session, Sequence[Any]], Sequence[Any]] | None = None
 
-    def batches(self, engine: Engine) -> Iterator[list[list[Any]]]:
+    def select(self) -> Select[Any]:
+        """The statement's rows as CSV cells in `columns` order (others, null until `extra`)."""
+        rows = self.stmt.subquery("export")
+        cells = [
+            csv_safe(rows.c[c]).label(c) if c in rows.c else null().label(c) for c in self.columns
+        ]
+        return core_select(*cells).order_by(*(rows.c[c] for c in self.order_by))
+
+    def batches(self, engine: Engine) -> Iterator[Sequence[Any]]:
         with Session(engine) as session:
-            for batch in stream_rows(session, self.stmt):
-                if self.cells is None:
-                    yield [[row._mapping[c] for c in self.columns] for row in batch]
-                else:
-                    yield self.cells(session, batch)
+            result = (
+                session.connection().execution_options(yield_per=BATCH_ROWS).execute(self.select())
+            )
+            for batch in result.partitions(BATCH_ROWS):
+                yield batch if self.extra is None else self.extra(session, batch)
 
     def chunks(self, engine: Engine, bom: bool = False) -> Iterator[str]:
         """The header, then one chunk of CRLF-terminated lines per batch of rows."""
@@ -71,7 +93,7 @@ class Export:
         for batch in self.batches(engine):
             buffer.seek(0)
             buffer.truncate()
-            writer.writerows([cell(v) for v in row] for row in batch)
+            writer.writerows(batch)
             yield buffer.getvalue()
 
     def response(self, engine: Engine, bom: bool) -> StreamingResponse:
@@ -121,28 +143,37 @@ OBSERVATION_COLUMNS = [
 
 
 def cities_export() -> Export:
-    stmt = select(*City.__table__.c).order_by(col(City.code))  # type: ignore[attr-defined]
-    return Export("cities.csv", CITY_COLUMNS, stmt)
+    stmt = select(*City.__table__.c)  # type: ignore[attr-defined]
+    return Export("cities.csv", CITY_COLUMNS, stmt, order_by=["code"])
 
 
 def indicators_export(dimensions: Sequence[str] = ()) -> Export:
-    stmt = indicator_select(dimensions).order_by(col(Indicator.code))
-    return Export("indicators.csv", INDICATOR_COLUMNS, stmt)
+    return Export(
+        "indicators.csv", INDICATOR_COLUMNS, indicator_select(dimensions), order_by=["code"]
+    )
 
 
-def _observation_cells(session: Session, batch: Sequence[Any]) -> list[list[Any]]:
-    keys = derived_input_keys(session, [r.id for r in batch if r.is_derived])
+ID, IS_DERIVED, DERIVED_FROM = (
+    OBSERVATION_COLUMNS.index(c) for c in ("id", "is_derived", "derived_from")
+)
+
+
+def _derived_from(session: Session, batch: Sequence[Any]) -> Sequence[Any]:
+    """Names the inputs of the batch's derived rows by key; other rows pass through as they are."""
+    keys = derived_input_keys(session, [r[ID] for r in batch if r[IS_DERIVED] == "true"])
+    if not keys:
+        return batch
     return [
-        [keys.get(r.id) if c == "derived_from" else r._mapping[c] for c in OBSERVATION_COLUMNS]
+        (*r[:DERIVED_FROM], keys[r[ID]], *r[DERIVED_FROM + 1 :]) if r[ID] in keys else r
         for r in batch
     ]
 
 
 def observations_export(filters: ObservationFilter) -> Export:
     """`derived_from` lists the inputs as `city/indicator/period` keys, `;`-separated."""
-    stmt = observations_select(filters)
-    stmt = stmt.order_by(stmt.selected_columns.id)
-    return Export("observations.csv", OBSERVATION_COLUMNS, stmt, _observation_cells)
+    return Export(
+        "observations.csv", OBSERVATION_COLUMNS, observations_select(filters), ["id"], _derived_from
+    )
 
 
 def csv_responses(what: str) -> dict[int | str, dict[str, Any]]:
