@@ -34,6 +34,7 @@ from app.pagination import (
     LimitQuery,
     ListPage,
     codes_query,
+    json_page,
     page_of,
     split_codes,
 )
@@ -52,8 +53,7 @@ from app.writes import (
 router = APIRouter(tags=["observations"])
 
 
-def observation_filter(
-    session: SessionDep,
+async def observation_filter(
     city: Annotated[list[str] | None, codes_query("cities", "ningbo", "ningbo,shenzhen")] = None,
     indicator: Annotated[list[str] | None, codes_query("indicators", "nev_output")] = None,
     dimension: Annotated[list[str] | None, codes_query("dimensions", "new_industries")] = None,
@@ -103,28 +103,32 @@ def observation_filter(
         latest=latest,
         as_of=as_of,
     )
-    f.check(session)
-    return f
+    return f  # checked against the database by the handler, in its one worker-thread hop
 
 
 FilterDep = Annotated[ObservationFilter, Depends(observation_filter)]
 
 
-@router.get("/observations", responses=problem_responses(422), summary="List observations")
+@router.get(
+    "/observations",
+    response_model=ListPage[ObservationPublic],
+    responses=problem_responses(422),
+    summary="List observations",
+)
 def list_observations(
     request: Request,
-    response: Response,
     session: SessionDep,
     filters: FilterDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
-) -> ListPage[ObservationPublic]:
+) -> Response:
     """Observations ordered by id, each with unit, period, value, the qualifier it was stated
     with, whether it is derived (and from which observations), its source and the verbatim quote.
     Unknown codes in a filter are a 422, not an empty page."""
+    filters.check(session)
     stmt = observations_select(filters)
     page = paginate(session, stmt, stmt.selected_columns.id, limit, cursor)
-    return page_of(request, response, page, limit, observation_dicts(session, page.rows))
+    return json_page(request, page, limit, observation_dicts(session, page.rows))
 
 
 @router.get(
@@ -134,10 +138,11 @@ def list_observations(
     summary="Export observations as CSV",
 )
 def observations_csv(
-    request: Request, filters: FilterDep, bom: BomQuery = False
+    request: Request, session: SessionDep, filters: FilterDep, bom: BomQuery = False
 ) -> StreamingResponse:
     """Every matching observation (same filters as the JSON list, no page cap), streamed.
     `derived_from` lists input observations as `city/indicator/period` keys, `;`-separated."""
+    filters.check(session)
     return observations_export(filters).response(request.app.state.engine, bom)
 
 
