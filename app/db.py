@@ -1,6 +1,6 @@
 """Engine, SQLite pragmas and the per-request session dependency."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -72,9 +72,12 @@ def make_engine(settings: Settings, write: bool = False) -> Engine:
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """One session per request; a write request's session is on the write engine, so on
-    SQLite its transaction holds the write lock from its first statement to its commit."""
+    SQLite its transaction holds the write lock from its first statement to its commit.
+
+    Async on purpose: opening a session does no I/O, and closing one only hands its connection
+    back to the pool, so neither is worth two trips through the worker-thread pool."""
     state = request.app.state
     engine = state.engine if request.method in READ_METHODS else state.write_engine
     with Session(engine, expire_on_commit=False) as session:
