@@ -393,8 +393,3 @@ def delete_row(
     session.delete(row)
     audit(session, actor, "delete", resource, key, row.model_dump(), reason)
 
-
-def apply_import(*args: Any, **kwargs: Any) -> Any:  # TEMP: bench/ moves to app.imports
-    from app.imports import apply_import as apply
-
-    return apply(*args, **kwargs)
