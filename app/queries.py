@@ -150,10 +150,19 @@ class ObservationFilter:
     latest: bool = False
     as_of: datetime | None = None
 
-    def check(self, session: Session) -> None:
-        check_codes(session, City, self.cities, "city", "/api/v1/cities")
-        check_codes(session, Indicator, self.indicators, "indicator", "/api/v1/indicators")
-        check_codes(session, Dimension, self.dimensions, "dimension", "/api/v1/dimensions")
+    def check(self, session: Session, rows: Sequence[Any] = ()) -> None:
+        """422 for codes that name nothing. A code that appears in `rows` (a page this filter
+        returned) plainly exists, so only the others are looked up: usually none."""
+        seen = {
+            f: {r._mapping[f] for r in rows}
+            for f in ("city_code", "indicator_code", "dimension_code")
+        }
+        for model, codes, field_, what, listing in (
+            (City, self.cities, "city_code", "city", "/api/v1/cities"),
+            (Indicator, self.indicators, "indicator_code", "indicator", "/api/v1/indicators"),
+            (Dimension, self.dimensions, "dimension_code", "dimension", "/api/v1/dimensions"),
+        ):
+            check_codes(session, model, [c for c in codes if c not in seen[field_]], what, listing)
         if self.year_from and self.year_to and self.year_from > self.year_to:
             raise BadRequest(f"year_from ({self.year_from}) is after year_to ({self.year_to}).")
 
@@ -235,7 +244,8 @@ def derived_inputs(session: Session, ids: Sequence[int]) -> dict[int, list[int]]
 
 def observation_dicts(session: Session, rows: Sequence[Any]) -> list[dict[str, Any]]:
     inputs = derived_inputs(session, [r.id for r in rows if r.is_derived])
-    return [{**r._mapping, "derived_from": inputs.get(r.id, [])} for r in rows]
+    keys = list(rows[0]._fields) if rows else []
+    return [{**dict(zip(keys, r, strict=True)), "derived_from": inputs.get(r.id, [])} for r in rows]
 
 
 def derived_input_keys(session: Session, ids: Sequence[int]) -> dict[int, str]:

@@ -392,4 +392,3 @@ def delete_row(
             )
     session.delete(row)
     audit(session, actor, "delete", resource, key, row.model_dump(), reason)
-

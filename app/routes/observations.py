@@ -125,9 +125,9 @@ def list_observations(
     """Observations ordered by id, each with unit, period, value, the qualifier it was stated
     with, whether it is derived (and from which observations), its source and the verbatim quote.
     Unknown codes in a filter are a 422, not an empty page."""
-    filters.check(session)
     stmt = observations_select(filters)
     page = paginate(session, stmt, stmt.selected_columns.id, limit, cursor)
+    filters.check(session, page.rows)
     return json_page(request, page, limit, observation_dicts(session, page.rows))
 
 
