@@ -41,8 +41,9 @@ export: install ## all observations as CSV on stdout
 bench: install ## benchmark vs Starlette, Datasette and sqlite3 (docs/performance.md; BENCH_SIZES, BENCH_SECONDS)
 	@for tool in wrk curl sqlite3; do command -v $$tool >/dev/null || { \
 		apt-get update -qq && apt-get install -y -qq wrk curl sqlite3 >/dev/null; break; }; done
-	@test -x bench/.venv-ref/bin/datasette || { $(PYTHON) -m venv bench/.venv-ref && \
-		bench/.venv-ref/bin/python -m pip install --quiet --disable-pip-version-check datasette==0.65.5; }
+	@test -f bench/.venv-ref/.ref-1 || { $(PYTHON) -m venv bench/.venv-ref && \
+		bench/.venv-ref/bin/python -m pip install --quiet --disable-pip-version-check \
+		datasette==0.65.5 uvloop==0.23.0 httptools==0.9.0 && touch bench/.venv-ref/.ref-1; }
 	$(BIN)/python bench/run.py
 
 PIN := $(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links

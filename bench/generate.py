@@ -2,12 +2,13 @@
 
     .venv/bin/python bench/generate.py 10k [100k 1m ...]
 
-For each size, builds bench/data/obs-<size>-g<GENERATOR_VERSION>.db (reused if it exists):
+For each size, builds bench/data/obs_<size>_g<GENERATOR_VERSION>.db (reused if it exists):
 `python -m app migrate` and `python -m app seed` (units, dimensions, the article's data), then
 synthetic cities, indicators and one source through the app's SQLModel models, then every
-observation through `app.writes.apply_import`, in chunks of BENCH_CHUNK rows (default 100,000).
-Rows are never written with raw SQL. A file is built under a temporary name and renamed only
-when complete, so an interrupted run leaves no half-built cache behind.
+observation through the app's `apply_import` (app.imports; app.writes before it moved there),
+in chunks of BENCH_CHUNK rows (default 100,000). Rows are never written with raw SQL. A file is
+built under a temporary name and renamed only when complete, so an interrupted run leaves no
+half-built cache behind; a lock makes a second run wait for the first.
 
 Every city + indicator pair has YEARS (50) yearly values, so the filtered page
 `?city=X&indicator=Y&limit=50` returns 50 rows at every size.
@@ -207,7 +208,11 @@ def _import(db: Path, size: str, source_id: int, chunk: int) -> list[float]:
 
     from app.config import Settings
     from app.db import make_engine
-    from app.writes import apply_import
+
+    try:
+        from app.imports import apply_import  # where the set-wise import lives now
+    except ImportError:
+        from app.writes import apply_import  # type: ignore[no-redef]
 
     settings = Settings(
         database_url=f"sqlite:///{db}",
