@@ -22,6 +22,7 @@ from app.models import (
     Dimension,
     Indicator,
     Observation,
+    ObservationBase,
     ObservationRevision,
     Source,
     Unit,
@@ -104,21 +105,7 @@ def check_codes(
 # ---------------------------------------------------------------- observations
 
 # The columns an observation read returns, from the live table or from the revisions.
-OBSERVATION_FIELDS = (
-    "id",
-    "city_code",
-    "indicator_code",
-    "period",
-    "value",
-    "value_text",
-    "qualifier",
-    "is_derived",
-    "formula",
-    "source_id",
-    "quote",
-    "note",
-    "version",
-)
+OBSERVATION_FIELDS = ("id", *ObservationBase.model_fields, "version")
 
 
 def observations_as_of(as_of: datetime) -> FromClause:
