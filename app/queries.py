@@ -4,14 +4,14 @@ not ORM objects: the API validates them once, on the way out."""
 import base64
 import binascii
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, Select, false, func
+from sqlalchemy import ColumnElement, DateTime, FromClause, Integer, Select, bindparam, false, func
 from sqlalchemy import select as core_select
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from app.errors import BadRequest
 from app.models import (
@@ -27,6 +27,7 @@ from app.models import (
     Source,
     Unit,
 )
+from app.prepared import Reader
 
 # ---------------------------------------------------------------- pagination
 
@@ -84,18 +85,19 @@ def paginate(
 # ---------------------------------------------------------------- code checks
 
 
-def check_codes(
-    session: Session, model: Any, codes: Sequence[str], what: str, listing: str
-) -> None:
+def _known_codes_select(table: str, count: int) -> Select[Any]:
+    t = SQLModel.metadata.tables[table]
+    return core_select(t.c.code).where(t.c.code.in_(bindparam(f"code_{i}") for i in range(count)))
+
+
+def check_codes(reader: Reader, model: Any, codes: Sequence[str], what: str, listing: str) -> None:
     """Rejects filter codes that name nothing, so a typo is not mistaken for 'no data'."""
     if not codes:
         return
-    table = model.__table__
-    known = set(
-        session.connection()
-        .execute(core_select(table.c.code).where(table.c.code.in_(codes)))
-        .scalars()
-    )
+    params = {f"code_{i}": c for i, c in enumerate(codes)}
+    known = {
+        r[0] for r in reader.rows(_known_codes_select, (model.__tablename__, len(codes)), params)
+    }
     unknown = [c for c in codes if c not in known]
     if unknown:
         names = ", ".join(repr(c) for c in unknown)
@@ -108,7 +110,7 @@ def check_codes(
 OBSERVATION_FIELDS = ("id", *ObservationBase.model_fields, "version")
 
 
-def observations_as_of(as_of: datetime) -> FromClause:
+def observations_as_of(as_of: ColumnElement[datetime]) -> FromClause:
     """Each observation as its newest revision at `as_of` left it; deleted ones drop out."""
     r = ObservationRevision.__table__.c  # type: ignore[attr-defined]
     newest = (
@@ -127,6 +129,9 @@ def observations_as_of(as_of: datetime) -> FromClause:
     )
 
 
+FilterShape = tuple[int, int, int, bool, bool, bool, bool]
+
+
 @dataclass
 class ObservationFilter:
     cities: list[str] = field(default_factory=list)
@@ -137,41 +142,79 @@ class ObservationFilter:
     latest: bool = False
     as_of: datetime | None = None
 
-    def check(self, session: Session, rows: Sequence[Any] = ()) -> None:
+    def shape(self) -> FilterShape:
+        """What decides the SQL text; the values go in as parameters (see `params`)."""
+        return (
+            len(self.cities),
+            len(self.indicators),
+            len(self.dimensions),
+            self.year_from is not None,
+            self.year_to is not None,
+            self.latest,
+            self.as_of is not None,
+        )
+
+    @classmethod
+    def of_shape(cls, shape: FilterShape) -> "ObservationFilter":
+        """A filter with placeholder values, to build the statement for a shape."""
+        cities, indicators, dimensions, year_from, year_to, latest, as_of = shape
+        return cls(
+            cities=[""] * cities,
+            indicators=[""] * indicators,
+            dimensions=[""] * dimensions,
+            year_from=0 if year_from else None,
+            year_to=0 if year_to else None,
+            latest=latest,
+            as_of=datetime.min if as_of else None,
+        )
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"year_from": self.year_from, "year_to": self.year_to}
+        if self.as_of is not None:
+            params["as_of"] = self.as_of
+        for name, codes in (
+            ("city", self.cities),
+            ("indicator", self.indicators),
+            ("dimension", self.dimensions),
+        ):
+            params.update((f"{name}_{i}", c) for i, c in enumerate(codes))
+        return params
+
+    def check(self, reader: Reader, rows: Sequence[dict[str, Any]] = ()) -> None:
         """422 for codes that name nothing. A code that appears in `rows` (a page this filter
         returned) plainly exists, so only the others are looked up: usually none."""
-        seen = {
-            f: {r._mapping[f] for r in rows}
-            for f in ("city_code", "indicator_code", "dimension_code")
-        }
         for model, codes, field_, what, listing in (
             (City, self.cities, "city_code", "city", "/api/v1/cities"),
             (Indicator, self.indicators, "indicator_code", "indicator", "/api/v1/indicators"),
             (Dimension, self.dimensions, "dimension_code", "dimension", "/api/v1/dimensions"),
         ):
-            check_codes(session, model, [c for c in codes if c not in seen[field_]], what, listing)
+            seen = {r[field_] for r in rows}
+            check_codes(reader, model, [c for c in codes if c not in seen], what, listing)
         if self.year_from and self.year_to and self.year_from > self.year_to:
             raise BadRequest(f"year_from ({self.year_from}) is after year_to ({self.year_to}).")
 
     def table(self) -> FromClause:
         if self.as_of is None:
             return Observation.__table__  # type: ignore[attr-defined,no-any-return]
-        return observations_as_of(self.as_of)
+        return observations_as_of(bindparam("as_of", self.as_of, type_=DateTime))
 
     def conditions(self, t: FromClause) -> list[ColumnElement[bool]]:
+        def one_of(column: Any, name: str, codes: list[str]) -> ColumnElement[bool]:
+            return column.in_(bindparam(f"{name}_{i}", c) for i, c in enumerate(codes))  # type: ignore[no-any-return]
+
         where: list[ColumnElement[bool]] = []
         if self.as_of is None:
             where.append(t.c.deleted_at.is_(None))
         if self.cities:
-            where.append(t.c.city_code.in_(self.cities))
+            where.append(one_of(t.c.city_code, "city", self.cities))
         if self.indicators:
-            where.append(t.c.indicator_code.in_(self.indicators))
+            where.append(one_of(t.c.indicator_code, "indicator", self.indicators))
         if self.dimensions:
-            where.append(col(Indicator.dimension_code).in_(self.dimensions))
+            where.append(one_of(col(Indicator.dimension_code), "dimension", self.dimensions))
         if self.year_from is not None:
-            where.append(t.c.period >= self.year_from)
+            where.append(t.c.period >= bindparam("year_from", self.year_from))
         if self.year_to is not None:
-            where.append(t.c.period <= self.year_to)
+            where.append(t.c.period <= bindparam("year_to", self.year_to))
         return where
 
 
@@ -216,23 +259,67 @@ def observations_select(f: ObservationFilter) -> Select[Any]:
     return stmt
 
 
-def derived_inputs(session: Session, ids: Sequence[int]) -> dict[int, list[int]]:
-    links: dict[int, list[int]] = {}
-    if ids:
-        rows = session.exec(
-            select(Derivation.observation_id, Derivation.input_id)
-            .where(col(Derivation.observation_id).in_(ids))
-            .order_by(col(Derivation.input_id))
-        )
-        for obs_id, input_id in rows:
-            links.setdefault(obs_id, []).append(input_id)
-    return links
+def observation_page_select(shape: FilterShape, after: bool) -> Select[Any]:
+    stmt = observations_select(ObservationFilter.of_shape(shape))
+    key = stmt.selected_columns.id
+    if after:
+        stmt = stmt.where(key > bindparam("after", type_=Integer))
+    return stmt.order_by(key).limit(bindparam("limit", type_=Integer))
+
+
+def observation_count_select(shape: FilterShape) -> Select[Any]:
+    stmt = observations_select(ObservationFilter.of_shape(shape))
+    return core_select(func.count()).select_from(stmt.subquery())
+
+
+def _derivations_select(count: int) -> Select[Any]:
+    d = Derivation.__table__.c  # type: ignore[attr-defined]
+    ids = (bindparam(f"id_{i}", type_=Integer) for i in range(count))
+    return (
+        core_select(d.observation_id, d.input_id)
+        .where(d.observation_id.in_(ids))
+        .order_by(d.input_id)
+    )
+
+
+def observation_page(reader: Reader, f: ObservationFilter, limit: int, cursor: str | None) -> Slice:
+    """One page of observations as public dicts (with `derived_from`), keyset-paged by id.
+
+    The count is skipped when the first page is the whole result. Unknown filter codes are
+    a 422, looked up only when the page does not already show them to exist."""
+    shape = f.shape()
+    params = f.params()
+    after = None if cursor is None else decode_cursor(cursor, as_int=True)
+    page = {**params, "after": after, "limit": limit + 1}
+    rows = reader.dicts(observation_page_select, (shape, after is not None), page)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if after is None and not more:
+        total = len(rows)
+    else:
+        total = reader.rows(observation_count_select, (shape,), params)[0][0]
+    f.check(reader, rows)
+    with_derived_from(reader, rows)
+    return Slice(
+        rows=rows, total=total, next_cursor=encode_cursor(rows[-1]["id"]) if more else None
+    )
+
+
+def with_derived_from(reader: Reader, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Adds `derived_from`, the ids of each derived observation's inputs, to observation dicts."""
+    derived = [r["id"] for r in rows if r["is_derived"]]
+    inputs: dict[int, list[int]] = {}
+    if derived:
+        ids = {f"id_{i}": obs_id for i, obs_id in enumerate(derived)}
+        for obs_id, input_id in reader.rows(_derivations_select, (len(derived),), ids):
+            inputs.setdefault(obs_id, []).append(input_id)
+    for r in rows:
+        r["derived_from"] = inputs.get(r["id"], [])
+    return rows
 
 
 def observation_dicts(session: Session, rows: Sequence[Any]) -> list[dict[str, Any]]:
-    inputs = derived_inputs(session, [r.id for r in rows if r.is_derived])
-    keys = list(rows[0]._fields) if rows else []
-    return [{**dict(zip(keys, r, strict=True)), "derived_from": inputs.get(r.id, [])} for r in rows]
+    return with_derived_from(Reader.of(session), [dict(r._mapping) for r in rows])
 
 
 def derived_input_keys(session: Session, ids: Sequence[int]) -> dict[int, str]:
@@ -255,12 +342,6 @@ def derived_input_keys(session: Session, ids: Sequence[int]) -> dict[int, str]:
         for obs_id, city, indicator, period in rows:
             keys.setdefault(obs_id, []).append(observation_key(city, indicator, period))
     return {obs_id: ";".join(k) for obs_id, k in keys.items()}
-
-
-def stream_rows(session: Session, stmt: Select[Any], batch: int = 2000) -> Iterator[Sequence[Any]]:
-    """Yields the result in batches from a server-side cursor, so memory stays flat."""
-    result = session.connection().execution_options(yield_per=batch).execute(stmt)
-    yield from result.partitions(batch)
 
 
 # ---------------------------------------------------------------- reference data

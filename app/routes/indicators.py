@@ -27,6 +27,7 @@ from app.pagination import (
     page_of,
     split_codes,
 )
+from app.prepared import Reader
 from app.queries import check_codes, indicator_dicts, indicator_select, paginate
 from app.writes import Conflict, create_row, delete_row, update_row
 
@@ -59,7 +60,7 @@ IndicatorDep = Annotated[Indicator, Depends(indicator_by_code)]
 
 def _dimensions(session: SessionDep, dimension: DimensionQuery = None) -> list[str]:
     codes = split_codes(dimension)
-    check_codes(session, Dimension, codes, "dimension", "/api/v1/dimensions")
+    check_codes(Reader.of(session), Dimension, codes, "dimension", "/api/v1/dimensions")
     return codes
 
 

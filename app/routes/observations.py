@@ -16,7 +16,7 @@ from app.csvio import (
     csv_responses,
     observations_export,
 )
-from app.db import READ_METHODS, SessionDep
+from app.db import READ_METHODS, SessionDep, read
 from app.errors import NotFound, problem_responses
 from app.imports import apply_import
 from app.models import (
@@ -38,9 +38,11 @@ from app.pagination import (
     page_of,
     split_codes,
 )
+from app.prepared import Reader
 from app.queries import (
     ObservationFilter,
     observation_dicts,
+    observation_page,
     observations_select,
     paginate,
 )
@@ -115,20 +117,14 @@ FilterDep = Annotated[ObservationFilter, Depends(observation_filter)]
     responses=problem_responses(422),
     summary="List observations",
 )
-def list_observations(
-    request: Request,
-    session: SessionDep,
-    filters: FilterDep,
-    limit: LimitQuery = 50,
-    cursor: CursorQuery = None,
+async def list_observations(
+    request: Request, filters: FilterDep, limit: LimitQuery = 50, cursor: CursorQuery = None
 ) -> Response:
     """Observations ordered by id, each with unit, period, value, the qualifier it was stated
     with, whether it is derived (and from which observations), its source and the verbatim quote.
     Unknown codes in a filter are a 422, not an empty page."""
-    stmt = observations_select(filters)
-    page = paginate(session, stmt, stmt.selected_columns.id, limit, cursor)
-    filters.check(session, page.rows)
-    return json_page(request, page, limit, observation_dicts(session, page.rows))
+    page = await read(request, lambda reader: observation_page(reader, filters, limit, cursor))
+    return json_page(request, page, limit, page.rows)
 
 
 @router.get(
@@ -142,7 +138,7 @@ def observations_csv(
 ) -> StreamingResponse:
     """Every matching observation (same filters as the JSON list, no page cap), streamed.
     `derived_from` lists input observations as `city/indicator/period` keys, `;`-separated."""
-    filters.check(session)
+    filters.check(Reader.of(session))
     return observations_export(filters).response(request.app.state.engine, bom)
 
 

@@ -1,0 +1,63 @@
+"""Prepared reads: one compiled statement per filter shape, with its parameters laid out the way
+each driver takes them."""
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.prepared import prepared
+from app.queries import ObservationFilter, observation_page_select
+
+FILTERS = ObservationFilter(
+    cities=["ningbo", "hefei"],
+    indicators=["nev_output"],
+    year_from=2020,
+    latest=True,
+    as_of=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+)
+
+
+def test_a_shape_is_compiled_once() -> None:
+    dialect = sqlite.dialect()
+    other = ObservationFilter(
+        cities=["shenzhen", "changzhou"],
+        indicators=["ic_output"],
+        year_from=1990,
+        latest=True,
+        as_of=datetime(2020, 1, 1, tzinfo=UTC),
+    )
+    assert other.shape() == FILTERS.shape()
+    first = prepared(dialect, observation_page_select, (FILTERS.shape(), False))
+    assert prepared(dialect, observation_page_select, (other.shape(), False)) is first
+    assert prepared(dialect, observation_page_select, (FILTERS.shape(), True)) is not first
+
+
+def test_sqlite_takes_positional_arguments_with_datetimes_as_text() -> None:
+    statement = prepared(sqlite.dialect(), observation_page_select, (FILTERS.shape(), True))
+    arguments = statement.arguments({**FILTERS.params(), "after": 7, "limit": 51})
+    assert statement.positions is not None
+    assert statement.sql.count("?") == len(arguments) == len(statement.positions)
+    by_name = dict(zip(statement.positions, arguments, strict=True))
+    assert by_name["after"] == 7 and by_name["limit"] == 51
+    assert (by_name["city_0"], by_name["city_1"], by_name["indicator_0"]) == (
+        "ningbo",
+        "hefei",
+        "nev_output",
+    )
+    assert by_name["year_from"] == 2020
+    assert by_name["as_of"] == "2026-01-02 03:04:05.000000"  # as SQLAlchemy stores DateTime
+    assert statement.booleans == (statement.columns.index("is_derived"),)
+
+
+@pytest.mark.parametrize("has_cursor", [False, True])
+def test_postgresql_takes_named_arguments(has_cursor: bool) -> None:
+    dialect = postgresql.psycopg.dialect()  # type: ignore[attr-defined]
+    statement = prepared(dialect, observation_page_select, (FILTERS.shape(), has_cursor))
+    arguments = statement.arguments({**FILTERS.params(), "after": 7, "limit": 51})
+    assert statement.positions is None
+    assert "%(city_0)s" in statement.sql and "%(city_1)s" in statement.sql
+    assert ("%(after)s" in statement.sql) is has_cursor
+    assert arguments["city_1"] == "hefei"
+    assert arguments["as_of"] == FILTERS.as_of
+    assert arguments["limit"] == 51
