@@ -80,11 +80,17 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     SQLite its transaction holds the write lock from its first statement to its commit.
 
     Async on purpose: opening a session does no I/O, and closing one only hands its connection
-    back to the pool, so neither is worth two trips through the worker-thread pool."""
+    back to the pool, so neither is worth two trips through the worker-thread pool.
+
+    A request takes one of `db_slots` (as many as the pool has connections) before its session
+    can take a connection, and waits for it here, on the loop. Without that, requests holding
+    connections waited for worker threads while the threads waited for connections, and the
+    server stalled until the pool timed out."""
     state = request.app.state
     engine = state.engine if request.method in READ_METHODS else state.write_engine
-    with Session(engine, expire_on_commit=False) as session:
-        yield session
+    async with state.db_slots:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -117,7 +123,8 @@ async def read(request: Request, work: Callable[[Reader], T]) -> T:
     engine: Engine = request.app.state.engine
     if engine.dialect.name == "sqlite":
         return _read(engine, work)
-    return await run_in_threadpool(_read, engine, work)
+    async with request.app.state.db_slots:
+        return await run_in_threadpool(_read, engine, work)
 
 
 def alembic_config(url: str) -> "AlembicConfig":

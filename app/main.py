@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = make_engine(settings)
     app.state.write_engine = make_engine(settings, write=True)
+    app.state.db_slots = anyio.CapacityLimiter(settings.pool_size)  # see db.get_session
     errors.install(app)
     # Innermost first: the cache sits inside CORS, so cached answers get the caller's CORS headers.
     app.add_middleware(

@@ -2,12 +2,16 @@
 lost, and no "database is locked" reaches a client."""
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import httpx
 import pytest
 
+from app.config import Settings
+from app.main import create_app
 from tests.conftest import LiveServer, run_cli, sqlite_url, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
@@ -81,3 +85,41 @@ async def test_concurrent_curators_lose_nothing(servers: list[LiveServer]) -> No
     finally:
         for c in clients:
             await c.aclose()
+
+
+@pytest.fixture
+async def few_threads() -> AsyncIterator[int]:
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    before = limiter.total_tokens
+    limiter.total_tokens = 2
+    yield 2
+    limiter.total_tokens = before
+
+
+@pytest.mark.anyio
+async def test_more_requests_than_connections_and_threads_do_not_stall(
+    db_url: str, few_threads: int
+) -> None:
+    """60 requests at once to endpoints whose dependency and handler each take a worker thread,
+    with 2 threads and 2 pooled connections (no overflow): every one is answered, in time.
+    Before requests queued for a connection slot on the loop, threads blocked on an empty pool
+    while the requests holding connections waited for threads, until the pool timed out."""
+    settings = Settings(
+        database_url=db_url, threadpool_size=few_threads, db_pool_size=2, db_max_overflow=0
+    )
+    app = create_app(settings)
+    paths = ["/api/v1/cities/ningbo", "/api/v1/indicators/nev_output", "/api/v1/observations/1"]
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            with anyio.fail_after(20):
+                responses = await asyncio.gather(
+                    *(
+                        client.get(paths[i % 3], headers={"If-None-Match": "none"})
+                        for i in range(60)
+                    )
+                )
+    finally:
+        app.state.engine.dispose()
+        app.state.write_engine.dispose()
+    assert [r.status_code for r in responses] == [200] * 60

@@ -8,7 +8,7 @@ from sqlmodel import col, select
 
 from app.auth import ReasonQuery, WriterDep
 from app.csvio import csv_responses, indicators_export
-from app.db import SessionDep
+from app.db import SessionDep, read
 from app.errors import NotFound, problem_responses
 from app.models import (
     Dimension,
@@ -27,7 +27,6 @@ from app.pagination import (
     page_of,
     split_codes,
 )
-from app.prepared import Reader
 from app.queries import check_codes, indicator_dicts, indicator_select, paginate
 from app.writes import Conflict, create_row, delete_row, update_row
 
@@ -58,9 +57,12 @@ def indicator_by_code(
 IndicatorDep = Annotated[Indicator, Depends(indicator_by_code)]
 
 
-def _dimensions(session: SessionDep, dimension: DimensionQuery = None) -> list[str]:
+async def _dimensions(request: Request, dimension: DimensionQuery = None) -> list[str]:
     codes = split_codes(dimension)
-    check_codes(Reader.of(session), Dimension, codes, "dimension", "/api/v1/dimensions")
+    await read(
+        request,
+        lambda reader: check_codes(reader, Dimension, codes, "dimension", "/api/v1/dimensions"),
+    )
     return codes
 
 

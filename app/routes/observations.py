@@ -38,7 +38,6 @@ from app.pagination import (
     page_of,
     split_codes,
 )
-from app.prepared import Reader
 from app.queries import (
     ObservationFilter,
     observation_dicts,
@@ -133,12 +132,12 @@ async def list_observations(
     responses={**csv_responses("Every matching observation"), **problem_responses(422)},
     summary="Export observations as CSV",
 )
-def observations_csv(
-    request: Request, session: SessionDep, filters: FilterDep, bom: BomQuery = False
+async def observations_csv(
+    request: Request, filters: FilterDep, bom: BomQuery = False
 ) -> StreamingResponse:
     """Every matching observation (same filters as the JSON list, no page cap), streamed.
     `derived_from` lists input observations as `city/indicator/period` keys, `;`-separated."""
-    filters.check(Reader.of(session))
+    await read(request, filters.check)
     return observations_export(filters).response(request.app.state.engine, bom)
 
 
