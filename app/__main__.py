@@ -11,12 +11,13 @@ from app.config import get_settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.db import make_engine, migrate
+    from app.db import at_head, make_engine, migrate
     from app.seed import is_empty, load_seed
 
     settings = get_settings()
-    migrate(settings.database_url)
     engine = make_engine(settings)
+    if not at_head(engine):
+        migrate(settings.database_url)
     if is_empty(engine):
         report = load_seed(engine, settings.seed_dir)
         print(f"seeded an empty database: {report.changed} rows", file=sys.stderr)

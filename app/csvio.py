@@ -15,11 +15,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import Boolean, Engine, Select, String, case, func, literal, null
 from sqlalchemy import select as core_select
-from sqlmodel import Session, select
+from sqlmodel import select
 from starlette.exceptions import HTTPException
 
+from app.db import reading
 from app.errors import FieldError
 from app.models import City, ObservationBase, check_derivation
+from app.prepared import Prepared, Reader
 from app.queries import (
     ObservationFilter,
     derived_input_keys,
@@ -66,7 +68,8 @@ class Export:
     stmt: Select[Any]
     order_by: Sequence[str] = ()
     # Fills the cells computed in Python (derived_from); returns the batch's rows.
-    extra: Callable[[Session, Sequence[Any]], Sequence[Any]] | None = None
+    extra: Callable[[Reader, Sequence[Any]], Sequence[Any]] | None = None
+    batch_rows: int = BATCH_ROWS
 
     def select(self) -> Select[Any]:
         """The statement's rows as CSV cells in `columns` order (others, null until `extra`)."""
@@ -77,12 +80,12 @@ class Export:
         return core_select(*cells).order_by(*(rows.c[c] for c in self.order_by))
 
     def batches(self, engine: Engine) -> Iterator[Sequence[Any]]:
-        with Session(engine) as session:
-            result = (
-                session.connection().execution_options(yield_per=BATCH_ROWS).execute(self.select())
-            )
-            for batch in result.partitions(BATCH_ROWS):
-                yield batch if self.extra is None else self.extra(session, batch)
+        """Rows straight from the driver's cursor, BATCH_ROWS at a time: memory stays flat."""
+        statement = Prepared.compile(self.select(), engine.dialect)  # values bound inside
+        with reading(engine) as reader:
+            stream = reader.cursor.connection.cursor()  # `extra` queries use the reader's own
+            for batch in statement.batches(stream, {}, self.batch_rows):
+                yield batch if self.extra is None else self.extra(reader, batch)
 
     def chunks(self, engine: Engine, bom: bool = False) -> Iterator[str]:
         """The header, then one chunk of CRLF-terminated lines per batch of rows."""
@@ -158,9 +161,9 @@ ID, IS_DERIVED, DERIVED_FROM = (
 )
 
 
-def _derived_from(session: Session, batch: Sequence[Any]) -> Sequence[Any]:
+def _derived_from(reader: Reader, batch: Sequence[Any]) -> Sequence[Any]:
     """Names the inputs of the batch's derived rows by key; other rows pass through as they are."""
-    keys = derived_input_keys(session, [r[ID] for r in batch if r[IS_DERIVED] == "true"])
+    keys = derived_input_keys(reader, [r[ID] for r in batch if r[IS_DERIVED] == "true"])
     if not keys:
         return batch
     return [

@@ -7,7 +7,7 @@ docs/performance.md). The statements stay SQLAlchemy constructs, so one definiti
 SQLite and PostgreSQL alike.
 """
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -31,7 +31,7 @@ class Prepared:
 
     @classmethod
     def compile(cls, stmt: Select[Any], dialect: Dialect) -> "Prepared":
-        compiled = stmt.compile(dialect=dialect)
+        compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
         binds = []
         for name, bind in compiled.binds.items():
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
@@ -63,6 +63,12 @@ class Prepared:
         if self.booleans:
             rows = [self._booleans(r) for r in rows]
         return rows
+
+    def batches(self, cursor: Any, params: Mapping[str, Any], size: int) -> Iterator[list[Row]]:
+        """The result `size` rows at a time, for exports that must not hold it all."""
+        cursor.execute(self.sql, self.arguments(params))
+        while batch := cursor.fetchmany(size):
+            yield batch if not self.booleans else [self._booleans(r) for r in batch]
 
     def _booleans(self, row: Row) -> Row:
         values = list(row)

@@ -322,24 +322,28 @@ def observation_dicts(session: Session, rows: Sequence[Any]) -> list[dict[str, A
     return with_derived_from(Reader.of(session), [dict(r._mapping) for r in rows])
 
 
-def derived_input_keys(session: Session, ids: Sequence[int]) -> dict[int, str]:
+def _derivation_keys_select(count: int) -> Select[Any]:
+    d = Derivation.__table__.c  # type: ignore[attr-defined]
+    o = Observation.__table__.c  # type: ignore[attr-defined]
+    ids = (bindparam(f"id_{i}", type_=Integer) for i in range(count))
+    return (
+        core_select(d.observation_id, o.city_code, o.indicator_code, o.period)
+        .join_from(Derivation, Observation, o.id == d.input_id)
+        .where(d.observation_id.in_(ids))
+        .order_by(d.input_id)
+    )
+
+
+def derived_input_keys(reader: Reader, ids: Sequence[int]) -> dict[int, str]:
     """`city/indicator/period` keys of each derived observation's inputs, `;`-joined (for CSV)."""
     from app.writes import observation_key
 
     keys: dict[int, list[str]] = {}
     if ids:
-        rows = session.exec(
-            select(
-                Derivation.observation_id,
-                Observation.city_code,
-                Observation.indicator_code,
-                Observation.period,
-            )
-            .join(Observation, col(Observation.id) == Derivation.input_id)
-            .where(col(Derivation.observation_id).in_(ids))
-            .order_by(col(Derivation.input_id))
-        )
-        for obs_id, city, indicator, period in rows:
+        params = {f"id_{i}": obs_id for i, obs_id in enumerate(ids)}
+        for obs_id, city, indicator, period in reader.rows(
+            _derivation_keys_select, (len(ids),), params
+        ):
             keys.setdefault(obs_id, []).append(observation_key(city, indicator, period))
     return {obs_id: ";".join(k) for obs_id, k in keys.items()}
 
