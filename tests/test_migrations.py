@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
 from app.config import Settings
-from app.db import alembic_config, make_engine, migrate
+from app.db import alembic_config, at_head, make_engine, migrate
 from tests.conftest import sqlite_url
 
 TABLES = {
@@ -125,5 +125,18 @@ def test_sqlite_connections_enforce_foreign_keys_and_wal(db_url: str) -> None:
         with engine.connect() as conn:
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    finally:
+        engine.dispose()
+
+
+def test_at_head_tells_when_serve_must_migrate(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "fresh.db")
+    engine = make_engine(Settings(database_url=url))
+    try:
+        assert at_head(engine) is False  # an empty file
+        migrate(url, "0001")
+        assert at_head(engine) is False  # one migration behind
+        migrate(url)
+        assert at_head(engine) is True
     finally:
         engine.dispose()
