@@ -17,8 +17,8 @@ $(STAMP): $(LOCK)
 serve: install ## migrate, seed an empty database, serve on HOST:PORT (DATABASE_URL)
 	$(BIN)/python -m app serve
 
-test: check ## lint, types, then the whole suite with branch coverage
-	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+test: check ## lint, types, then the whole suite on SQLite and on PostgreSQL (.ci/suites)
+	bash .ci/suites $(PYTEST_ARGS)
 
 check: install ## lint, format and type checks
 	$(BIN)/ruff check app tests migrations

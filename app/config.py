@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default=["*"], description="Origins allowed by CORS (CORS_ORIGINS, a JSON list)."
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="uvicorn worker processes for `serve` (WORKERS). Migrations run once, "
+        "before they start.",
+    )
     threadpool_size: int = Field(
         40, ge=1, description="Worker threads for sync endpoints (THREADPOOL_SIZE)."
     )

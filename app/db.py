@@ -1,7 +1,7 @@
 """Engine, SQLite pragmas and the per-request session dependency."""
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -40,7 +40,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_transactions(engine: Engine, begin: str) -> None:
+def sqlite_transactions(engine: Engine, begin: str) -> None:
     """Take transactions out of pysqlite's hands (it begins lazily, and only before writes) and
     begin them ourselves: `BEGIN` gives a read a consistent snapshot; `BEGIN IMMEDIATE` takes
     the write lock up front, so a read-then-write never fails upgrading its lock."""
@@ -66,14 +66,32 @@ def make_engine(settings: Settings, write: bool = False) -> Engine:
     if is_sqlite(url):
         kwargs["connect_args"] = {"check_same_thread": False}
         ensure_sqlite_dir(url)
+    elif make_url(url).get_backend_name() == "postgresql":
+        # Timestamps are stored as UTC without a zone; a server set to local time must not
+        # shift them on the way in or out.
+        kwargs["connect_args"] = {"options": "-c timezone=UTC"}
     engine = create_engine(url, **kwargs)
     if is_sqlite(url):
         event.listen(engine, "connect", _sqlite_pragmas)
-        _sqlite_transactions(engine, "BEGIN IMMEDIATE" if write else "BEGIN")
+        sqlite_transactions(engine, "BEGIN IMMEDIATE" if write else "BEGIN")
     return engine
 
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@asynccontextmanager
+async def db_slot(request: Request) -> AsyncIterator[None]:
+    """One of the app's `db_slots` for this request, unless it holds one already."""
+    if getattr(request.state, "db_slot", False):
+        yield
+        return
+    async with request.app.state.db_slots:
+        request.state.db_slot = True
+        try:
+            yield
+        finally:
+            request.state.db_slot = False
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
@@ -89,7 +107,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     server stalled until the pool timed out."""
     state = request.app.state
     engine = state.engine if request.method in READ_METHODS else state.write_engine
-    async with state.db_slots:
+    async with db_slot(request):
         with Session(engine, expire_on_commit=False) as session:
             yield session
 
@@ -131,7 +149,7 @@ async def read(request: Request, work: Callable[[Reader], T]) -> T:
     engine: Engine = request.app.state.engine
     if engine.dialect.name == "sqlite":
         return _read(engine, work)
-    async with request.app.state.db_slots:
+    async with db_slot(request):
         return await run_in_threadpool(_read, engine, work)
 
 

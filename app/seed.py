@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import Session, SQLModel, select
 
 from app.models import (
@@ -111,6 +111,16 @@ def _load_by_pk(session: Session, path: Path, model: type[SQLModel], tally: Tall
         row = _validate(model, data, f"{path}:{line}")
         _upsert(session, session.get(model, getattr(row, pk)), row, tally)
     session.flush()
+    if pk == "id" and session.get_bind().dialect.name == "postgresql":
+        # Rows came with their ids, so the id sequence never moved: move it past them, or
+        # the next API-created row would be given id 1 again.
+        table = model.__tablename__
+        session.execute(
+            text(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
+            )
+        )
 
 
 def _load_indicators(session: Session, path: Path, tally: Tally) -> None:

@@ -3,17 +3,21 @@
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 from sqlmodel import SQLModel
 
 from app import auth, models  # noqa: F401  (registers the tables)
 from app.config import get_settings
+from app.db import is_sqlite, sqlite_transactions
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = SQLModel.metadata
+
+
+LOCK_KEY = 0x78696E7A6869  # "xinzhi": the advisory lock that serialises migrations
 
 
 def database_url() -> str:
@@ -33,7 +37,15 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(database_url(), poolclass=pool.NullPool)
+    url = database_url()
+    if is_sqlite(url):
+        # One transaction holding the write lock from the start (SQLite's DDL is transactional
+        # once the driver stops managing transactions), so a second process waits, then finds
+        # the schema current: never half a migration, never two racing.
+        engine = create_engine(url, poolclass=pool.NullPool, connect_args={"timeout": 60})
+        sqlite_transactions(engine, "BEGIN IMMEDIATE")
+    else:
+        engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(
             connection=connection,
@@ -42,6 +54,10 @@ def run_migrations_online() -> None:
             compare_type=True,
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Several hosts may start at once: one migrates, the others wait here, then
+                # find nothing left to do. Released when the transaction ends.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
             context.run_migrations()
     engine.dispose()
 

@@ -1,7 +1,13 @@
-"""Every test gets a fresh, migrated and seeded SQLite file: the migration and seed run once
-per session into a template, which each test copies."""
+"""Every test gets a fresh, migrated and seeded database: the migration and seed run once per
+session into a template, which each test copies (a SQLite file copy, or on PostgreSQL a
+`CREATE DATABASE ... TEMPLATE`).
+
+The suite runs on SQLite by default. With TEST_POSTGRES_URL set (a URL to the server's
+`postgres` database, as .ci/run sets it), every database is created on that PostgreSQL server.
+"""
 
 import csv
+import itertools
 import os
 import shutil
 import socket
@@ -16,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.pool import NullPool
 
 from app.config import ROOT, Settings
 from app.db import migrate
@@ -40,27 +48,82 @@ def seed_rows(name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+TEST_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
+BACKEND = "postgresql" if TEST_POSTGRES_URL else "sqlite"
+sqlite_only = pytest.mark.skipif(BACKEND != "sqlite", reason="about SQLite itself")
+
+
+class Databases:
+    """Creates and drops the suite's databases on the backend under test."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.names = itertools.count()
+
+    def url(self, name: str) -> str:
+        if TEST_POSTGRES_URL is None:
+            return sqlite_url(self.folder / f"{name}.db")
+        return make_url(TEST_POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+    def _server(self, sql: str) -> None:
+        assert TEST_POSTGRES_URL is not None
+        engine = create_engine(TEST_POSTGRES_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        with engine.connect() as conn:
+            conn.execute(text(sql))
+        engine.dispose()
+
+    def create(self, prefix: str, template: str | None = None) -> str:
+        """A new database, empty or a copy of `template` (a name create returned the URL of)."""
+        name = f"xz_{prefix}_{os.getpid()}_{next(self.names)}"
+        if TEST_POSTGRES_URL is None:
+            if template is not None:
+                shutil.copyfile(self.folder / f"{template}.db", self.folder / f"{name}.db")
+        else:
+            self._server(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+        return self.url(name)
+
+    def drop(self, url: str) -> None:
+        name = make_url(url).database
+        if TEST_POSTGRES_URL is not None and name:
+            self._server(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "template.db"
-    url = sqlite_url(path)
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Databases:
+    return Databases(tmp_path_factory.mktemp("databases"))
+
+
+@pytest.fixture(scope="session")
+def template_db(databases: Databases) -> Iterator[str]:
+    """The name of a migrated, seeded database that each test copies."""
+    url = databases.create("template")
     migrate(url)
-    settings = Settings(database_url=url)
     from app.db import make_engine
 
-    engine = make_engine(settings)
+    engine = make_engine(Settings(database_url=url))
     load_seed(engine, SEED_DIR)
-    with engine.connect() as conn:  # fold the WAL into the file so a copy is complete
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    engine.dispose()
-    return path
+    if BACKEND == "sqlite":
+        with engine.connect() as conn:  # fold the WAL into the file so a copy is complete
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()  # PostgreSQL copies a template only while nobody is connected to it
+    name = make_url(url).database or ""
+    yield Path(name).stem
+    databases.drop(url)
 
 
 @pytest.fixture
-def db_url(template_db: Path, tmp_path: Path) -> str:
-    path = tmp_path / "test.db"
-    shutil.copyfile(template_db, path)
-    return sqlite_url(path)
+def db_url(databases: Databases, template_db: str) -> Iterator[str]:
+    url = databases.create("test", template=template_db)
+    yield url
+    databases.drop(url)
+
+
+@pytest.fixture
+def empty_db_url(databases: Databases) -> Iterator[str]:
+    """A database with no tables yet (on SQLite, a file that does not exist yet)."""
+    url = databases.create("empty")
+    yield url
+    databases.drop(url)
 
 
 @pytest.fixture
@@ -122,8 +185,8 @@ def run_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def start_server(database_url: str, log: Path) -> LiveServer:
-    """`python -m app serve` on a free loopback port; returns once /healthz answers."""
+def start_server(database_url: str, log: Path, *args: str) -> LiveServer:
+    """`python -m app serve ARGS` on a free loopback port; returns once /healthz answers."""
     port = free_port()
     env = {
         **os.environ,
@@ -134,7 +197,7 @@ def start_server(database_url: str, log: Path) -> LiveServer:
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve"],
+            [sys.executable, "-m", "app", "serve", *args],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -160,13 +223,21 @@ def stop_server(server: LiveServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, databases: Databases
+) -> Iterator[LiveServer]:
     """The path a newcomer takes: migrate, seed the empty database, serve with uvicorn, over
-    a SQLite file in a folder that does not exist yet (as data/ on a fresh clone)."""
+    a SQLite file in a folder that does not exist yet (as data/ on a fresh clone), or over an
+    empty PostgreSQL database."""
     folder = tmp_path_factory.mktemp("live")
-    server = start_server(sqlite_url(folder / "data" / "live.db"), folder / "server.log")
+    if BACKEND == "sqlite":
+        url = sqlite_url(folder / "data" / "live.db")
+    else:
+        url = databases.create("live")
+    server = start_server(url, folder / "server.log")
     yield server
     stop_server(server)
+    databases.drop(url)
 
 
 @dataclass

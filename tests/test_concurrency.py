@@ -1,5 +1,5 @@
-"""Concurrent curators on SQLite: two server processes write to one file at once. No update is
-lost, and no "database is locked" reaches a client."""
+"""Concurrent curators: two server processes write to one database at once (one SQLite file, or
+one PostgreSQL database). No update is lost, and no "database is locked" reaches a client."""
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
@@ -12,7 +12,7 @@ import pytest
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import LiveServer, run_cli, sqlite_url, start_server, stop_server
+from tests.conftest import LiveServer, run_cli, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 
@@ -20,14 +20,34 @@ PATCHES = 40
 CREATES = 20
 
 
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[LiveServer]]:
-    url = sqlite_url(tmp_path / "shared.db")
-    first = start_server(url, tmp_path / "a.log")  # migrates and seeds; the second finds it done
-    second = start_server(url, tmp_path / "b.log")
-    yield [first, second]
-    stop_server(first)
-    stop_server(second)
+def worker_pids(server: LiveServer) -> list[int]:
+    """uvicorn's worker processes (multiprocessing spawns them; its resource tracker aside)."""
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    pids = [int(pid) for pid in children.read_text().split()]
+    return [p for p in pids if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+@pytest.fixture(params=["two servers", "one server, two workers"])
+def servers(
+    request: pytest.FixtureRequest, tmp_path: Path, empty_db_url: str
+) -> Iterator[list[LiveServer]]:
+    """Two serve processes on one database, or one `serve --workers 2` (asked twice)."""
+    url = empty_db_url
+    if request.param == "two servers":
+        first = start_server(
+            url, tmp_path / "a.log"
+        )  # migrates and seeds; the second finds it done
+        second = start_server(url, tmp_path / "b.log")
+        yield [first, second]
+        stop_server(first)
+        stop_server(second)
+    else:
+        server = start_server(url, tmp_path / "w.log", "--workers", "2")
+        try:
+            assert len(worker_pids(server)) == 2
+            yield [server, server]
+        finally:
+            stop_server(server)
 
 
 @pytest.mark.anyio

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, run_cli
+from tests.conftest import BACKEND, LiveServer, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -58,8 +58,9 @@ def test_docs_and_their_assets_are_served_locally(live_server: LiveServer) -> No
                 assert len(response.content) > 100_000
 
 
-def test_cli_migrate_seed_export(tmp_path: object) -> None:
-    url = f"sqlite:///{tmp_path}/new-folder/cli.db"
+def test_cli_migrate_seed_export(tmp_path: Path, empty_db_url: str) -> None:
+    # SQLite: in a folder that does not exist yet, as data/ on a fresh clone
+    url = f"sqlite:///{tmp_path}/new-folder/cli.db" if BACKEND == "sqlite" else empty_db_url
     assert run_cli("migrate", database_url=url).returncode == 0
     seeded = run_cli("seed", "--dir", "seed", database_url=url)
     assert "observations.csv: 30 added, 0 updated, 0 unchanged" in seeded.stderr
@@ -74,7 +75,7 @@ def test_cli_migrate_seed_export(tmp_path: object) -> None:
         "national_innovative_city_rank",
         "sei_output_share_industrial_output",
     ]
-    out = tmp_path / "indicators.csv"  # type: ignore[operator]
+    out = tmp_path / "indicators.csv"
     assert (
         run_cli("export", "indicators", "--bom", "-o", str(out), database_url=url).returncode == 0
     )
@@ -102,8 +103,8 @@ async def test_64_concurrent_connections_all_answer(live_server: LiveServer) -> 
     assert {r.status_code for r in responses} == {200}
 
 
-def test_cli_keys_and_import(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/keys.db"
+def test_cli_keys_and_import(tmp_path: Path, empty_db_url: str) -> None:
+    url = empty_db_url
     assert run_cli("migrate", database_url=url).returncode == 0
     created = run_cli("keys", "create", "--name", "bob", "--scope", "admin", database_url=url)
     assert created.returncode == 0

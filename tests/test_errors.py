@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.main import create_app
+from tests.conftest import BACKEND, Databases
 
 pytestmark = pytest.mark.anyio
 
@@ -130,8 +131,10 @@ def test_every_parameter_is_described(app: FastAPI) -> None:
     assert undescribed == []
 
 
-async def test_unavailable_database_is_a_503(tmp_path: Path) -> None:
-    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}"))  # a folder, not a file
+async def test_unavailable_database_is_a_503(tmp_path: Path, databases: Databases) -> None:
+    # SQLite: a folder, not a file. PostgreSQL: a database the server does not have.
+    url = f"sqlite:///{tmp_path}" if BACKEND == "sqlite" else databases.url("no_such_database")
+    app = create_app(Settings(database_url=url))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         for url in ("/healthz", "/api/v1/cities", "/api/v1/observations?city=ningbo"):

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, text
 from app.config import Settings
 from app.db import make_engine, migrate
 from app.seed import SeedError, is_empty, load_seed
-from tests.conftest import SEED_DIR, sqlite_url
+from tests.conftest import SEED_DIR
 
 TABLES = [
     "unit",
@@ -33,8 +33,8 @@ def snapshot(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
 
 
 @pytest.fixture
-def empty_engine(tmp_path: Path) -> Engine:
-    url = sqlite_url(tmp_path / "empty.db")
+def empty_engine(empty_db_url: str) -> Engine:
+    url = empty_db_url
     migrate(url)
     engine = make_engine(Settings(database_url=url))
     yield engine  # type: ignore[misc]
