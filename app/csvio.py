@@ -8,6 +8,7 @@ HTTP routes and `python -m app export`.
 import csv
 import io
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -82,8 +83,8 @@ class Export:
     def batches(self, engine: Engine) -> Iterator[Sequence[Any]]:
         """Rows straight from the driver's cursor, BATCH_ROWS at a time: memory stays flat."""
         statement = Prepared.compile(self.select(), engine.dialect)  # values bound inside
-        with reading(engine) as reader:
-            stream = reader.cursor.connection.cursor()  # `extra` queries use the reader's own
+        with reading(engine) as reader, closing(reader.stream_cursor()) as stream:
+            # `extra` queries use the reader's own cursor, between batches of this one
             for batch in statement.batches(stream, {}, self.batch_rows):
                 yield batch if self.extra is None else self.extra(reader, batch)
 

@@ -101,6 +101,14 @@ class Reader:
         connection = session.connection()
         return cls(connection.connection.cursor(), connection.dialect)
 
+    def stream_cursor(self) -> Any:
+        """A second cursor on the same connection and transaction, for a long result read in
+        batches: server-side on PostgreSQL, so the whole result never sits in memory."""
+        connection = self.cursor.connection
+        if self.dialect.name == "postgresql":
+            return connection.cursor(name="xinzhi_export")
+        return connection.cursor()
+
     def rows(
         self, build: Builder, shape: tuple[Hashable, ...], params: Mapping[str, Any]
     ) -> list[Row]:
