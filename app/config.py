@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(
         20, ge=0, description="Extra connections for streamed exports (DB_MAX_OVERFLOW)."
     )
+    db_pool_timeout: float = Field(
+        30, gt=0, description="Seconds to wait for a pooled connection (DB_POOL_TIMEOUT)."
+    )
+    db_pool_pre_ping: bool = Field(
+        True,
+        description="Test each pooled connection before use, so a restarted database server "
+        "costs no failed request (DB_POOL_PRE_PING; server databases only).",
+    )
     import_max_bytes: int = Field(
         20 * 1024 * 1024,
         ge=1,

@@ -61,7 +61,9 @@ def make_engine(settings: Settings, write: bool = False) -> Engine:
     kwargs: dict[str, Any] = {
         "pool_size": settings.pool_size,
         "max_overflow": settings.db_max_overflow,
-        "pool_pre_ping": not is_sqlite(url),  # a SQLite file does not hang up on us
+        "pool_timeout": settings.db_pool_timeout,
+        # a SQLite file does not hang up on us; a server may have restarted
+        "pool_pre_ping": settings.db_pool_pre_ping and not is_sqlite(url),
     }
     if is_sqlite(url):
         kwargs["connect_args"] = {"check_same_thread": False}

@@ -161,3 +161,18 @@ def test_concurrent_migrations_do_not_race(empty_db_url: str) -> None:
         assert at_head(engine) is True
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "pre_ping"),
+    [("sqlite:///unused.db", False), ("postgresql+psycopg://u:p@db.invalid/x", True)],
+)
+def test_pool_settings(url: str, pre_ping: bool) -> None:
+    """Pre-ping (on by default) is for servers that may drop a connection; sizes and timeout
+    come from the settings."""
+    settings = Settings(database_url=url, threadpool_size=7, db_max_overflow=3, db_pool_timeout=4.5)
+    engine = make_engine(settings)
+    pool = engine.pool
+    assert (pool.size(), pool._max_overflow, pool._timeout) == (7, 3, 4.5)  # type: ignore[attr-defined]
+    assert pool._pre_ping is pre_ping
+    engine.dispose()
