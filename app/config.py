@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     response_cache_mb: int = Field(
         64, ge=1, description="Most memory the response cache may hold, in MB (RESPONSE_CACHE_MB)."
     )
+    docs_enabled: bool = Field(
+        True, description="Serve Swagger UI at /docs and ReDoc at /redoc (DOCS_ENABLED)."
+    )
     seed_dir: Path = Field(ROOT / "seed", description="Folder of seed CSV files (SEED_DIR).")
     log_level: str = Field("info", description="uvicorn log level (LOG_LEVEL).")
 

@@ -102,7 +102,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     return problem(request, 503, "The database is unavailable; try again shortly.")
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s", request.url.path, exc_info=exc)
     return problem(request, 500, "The server failed to answer this request.")
 
@@ -111,7 +111,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_exception_handler(Exception, unexpected_error)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

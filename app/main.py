@@ -12,6 +12,8 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__, errors
@@ -52,6 +54,66 @@ TAGS = [
     {"name": "audit", "description": "Every write: who, when, what and why (admin keys)."},
     {"name": "health", "description": "Liveness for load balancers."},
 ]
+
+
+DOCS_PATHS = ("/docs", "/redoc", "/static-offline-docs")
+# Swagger UI and ReDoc run from our own copies of their files, started by an inline script.
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; frame-ancestors 'none'"
+)
+API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+
+class SecurityHeaders:
+    """nosniff, no referrer, and a Content-Security-Policy on every response: the docs pages
+    may load their own scripts and styles; JSON and CSV may load nothing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        policy = DOCS_POLICY if scope["path"].startswith(DOCS_PATHS) else API_POLICY
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["Referrer-Policy"] = "no-referrer"
+                headers["Content-Security-Policy"] = policy
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class UnexpectedErrors:
+    """Turns an unhandled exception into the one error shape *inside* the CORS middleware, so
+    a browser can read a 500 too (Starlette answers it outside every middleware otherwise)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            if started:  # too late for a clean answer; let the server close the connection
+                raise
+            response = await errors.unexpected_error(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 class HeadAsGet:
@@ -120,13 +182,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings)
     app.state.write_engine = make_engine(settings, write=True)
     app.state.db_slots = anyio.CapacityLimiter(settings.pool_size)  # see db.get_session
     errors.install(app)
-    # Innermost first: the cache sits inside CORS, so cached answers get the caller's CORS headers.
+    # Innermost first: the cache sits inside CORS, so cached answers get the caller's CORS
+    # headers, and so do errors, unexpected ones included.
+    app.add_middleware(UnexpectedErrors)
     app.add_middleware(
         ConditionalGet,
         max_entries=settings.response_cache_entries,
@@ -141,13 +207,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     app.add_middleware(HeadAsGet)
+    app.add_middleware(SecurityHeaders)
     for module in (cities, dimensions, indicators, observations, sources, audit):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+        return RedirectResponse("/docs" if settings.docs_enabled else "/openapi.json")
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -1,6 +1,7 @@
 """Synthetic benchmark data, made through the app's own models and import path.
 
     .venv/bin/python bench/generate.py 10k [100k 1m ...]
+    .venv/bin/python bench/generate.py --postgres SERVER_URL 10k [100k 1m ...]
 
 For each size, builds bench/data/obs_<size>_g<GENERATOR_VERSION>.db (reused if it exists):
 `python -m app migrate` and `python -m app seed` (units, dimensions, the article's data), then
@@ -10,10 +11,20 @@ in chunks of BENCH_CHUNK rows (default 100,000). Rows are never written with raw
 built under a temporary name and renamed only when complete, so an interrupted run leaves no
 half-built cache behind; a lock makes a second run wait for the first.
 
+With --postgres (a SQLAlchemy URL to a PostgreSQL server's maintenance database, as
+.ci/postgres's TEST_POSTGRES_URL), the data goes into the database bench_<size>_g<VERSION> on
+that server, dropped and created afresh, by exactly the same path. The benchmark's server is
+thrown away after each run, so the generated database is cached as a `pg_dump -Fc` archive,
+bench/data/pg_<size>_g<VERSION>.dump (written under a temporary name, renamed when complete),
+and later runs `pg_restore` it instead of generating again. Either way it ends with
+VACUUM ANALYZE, so the planner has statistics and autovacuum has nothing left to do during a
+measurement. The line printed per size includes the database's URL.
+
 Every city + indicator pair has YEARS (50) yearly values, so the filtered page
 `?city=X&indicator=Y&limit=50` returns 50 rows at every size.
 """
 
+import argparse
 import csv
 import fcntl
 import io
@@ -77,6 +88,47 @@ def db_path(size: str) -> Path:
     return DATA / f"obs_{size}_g{GENERATOR_VERSION}.db"
 
 
+def sqlite_url(db: Path) -> str:
+    return f"sqlite:///{db}"
+
+
+def pg_database(size: str) -> str:
+    return f"bench_{size}_g{GENERATOR_VERSION}"
+
+
+def pg_dump_path(size: str) -> Path:
+    return DATA / f"pg_{size}_g{GENERATOR_VERSION}.dump"
+
+
+def pg_url(server_url: str, database: str) -> str:
+    """`server_url` (SQLAlchemy, postgresql+psycopg://...) pointed at another database."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """The same URL as libpq's tools (psql, pg_dump, pg_restore) take it."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def pg_bindir() -> Path:
+    """The folder of the PostgreSQL binaries .ci/postgres starts its server from; pg_dump,
+    pg_restore and psql there match that server's version."""
+    done = subprocess.run(
+        ["bash", "-c", "source .ci/postgres && pg_bindir"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0 or not done.stdout.strip():
+        raise SystemExit("no PostgreSQL binaries found (.ci/postgres pg_bindir)")
+    return Path(done.stdout.strip())
+
+
 def city_code(i: int) -> str:
     return f"bench_city_{i:04d}"
 
@@ -97,12 +149,12 @@ def grid(size: str) -> dict[str, object]:
     }
 
 
-def _app(db: Path, *args: str) -> None:
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning"}
+def _app(url: str, *args: str) -> None:
+    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning"}
     subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env, check=True)
 
 
-def _reference_rows(db: Path, size: str) -> int:
+def _reference_rows(url: str, size: str) -> int:
     """Cities, indicators and a source for the synthetic data, via the app's models."""
     from sqlmodel import Session, select
 
@@ -111,7 +163,7 @@ def _reference_rows(db: Path, size: str) -> int:
     from app.models import City, Dimension, Indicator, Source
 
     n_cities, n_indicators = GRIDS[size]
-    engine = make_engine(Settings(database_url=f"sqlite:///{db}"), write=True)
+    engine = make_engine(Settings(database_url=url), write=True)
     with Session(engine) as session:
         dimensions = [d.code for d in session.exec(select(Dimension).order_by(Dimension.position))]
         for i in range(n_cities):
@@ -203,7 +255,7 @@ def _csv_chunks(size: str, source_id: int, chunk: int):  # type: ignore[no-untyp
         yield buffer.getvalue().encode()
 
 
-def _import(db: Path, size: str, source_id: int, chunk: int) -> list[float]:
+def _import(url: str, size: str, source_id: int, chunk: int) -> list[float]:
     from sqlmodel import Session
 
     from app.config import Settings
@@ -215,7 +267,7 @@ def _import(db: Path, size: str, source_id: int, chunk: int) -> list[float]:
         from app.writes import apply_import  # type: ignore[no-redef]
 
     settings = Settings(
-        database_url=f"sqlite:///{db}",
+        database_url=url,
         import_max_bytes=1 << 31,
         import_max_rows=chunk + 1,
     )
@@ -262,10 +314,10 @@ def _ensure(size: str) -> dict[str, object]:
     chunk = int(os.environ.get("BENCH_CHUNK", "100000"))
     print(f"generating {size} observations into {db.name} (chunks of {chunk:,})", file=sys.stderr)
     started = time.perf_counter()
-    _app(tmp, "migrate")
-    _app(tmp, "seed")
-    source_id = _reference_rows(tmp, size)
-    chunks = _import(tmp, size, source_id, chunk)
+    _app(sqlite_url(tmp), "migrate")
+    _app(sqlite_url(tmp), "seed")
+    source_id = _reference_rows(sqlite_url(tmp), size)
+    chunks = _import(sqlite_url(tmp), size, source_id, chunk)
     with sqlite3.connect(tmp) as conn:  # fold the WAL back in, then the file is complete
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
@@ -289,8 +341,98 @@ def _ensure(size: str) -> dict[str, object]:
     return {**meta, "cached": False}
 
 
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def _server_sql(server_url: str, *statements: str) -> None:
+    """Statements outside a transaction (CREATE DATABASE, VACUUM), one connection."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            for sql in statements:
+                conn.execute(text(sql))
+    finally:
+        engine.dispose()
+
+
+def _tool(name: str, *args: str) -> None:
+    cmd = [str(pg_bindir() / name), *args]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+
+
+def ensure_postgres(size: str, server_url: str) -> dict[str, object]:
+    """The database for `size` on the server at `server_url`: restored from the cached dump,
+    or generated (and the dump written); then VACUUM ANALYZE. Returns its metadata."""
+    size = size_key(size)
+    DATA.mkdir(parents=True, exist_ok=True)
+    with open(DATA / f".pg_{size}.lock", "w") as lock:  # a second run waits for the first
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_postgres(size, server_url)
+
+
+def _ensure_postgres(size: str, server_url: str) -> dict[str, object]:
+    name = pg_database(size)
+    url = pg_url(server_url, name)
+    dump = pg_dump_path(size)
+    meta_path = dump.with_suffix(".json")
+    _server_sql(
+        server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"
+    )
+    cached = dump.exists() and meta_path.exists()
+    started = time.perf_counter()
+    if cached:
+        print(f"restoring {size} into {name} from {dump.name}", file=sys.stderr)
+        # as the dump was taken: same owner (the server's user), same schema
+        _tool("pg_restore", "--no-owner", "--exit-on-error", "-d", libpq_url(url), str(dump))
+        meta = json.loads(meta_path.read_text())
+        meta["restore_seconds"] = round(time.perf_counter() - started, 1)
+    else:
+        chunk = int(os.environ.get("BENCH_CHUNK", "100000"))
+        print(f"generating {size} observations into {name} (chunks of {chunk:,})", file=sys.stderr)
+        _app(url, "migrate")
+        _app(url, "seed")
+        source_id = _reference_rows(url, size)
+        chunks = _import(url, size, source_id, chunk)
+        elapsed = time.perf_counter() - started
+        dumped = time.perf_counter()
+        tmp = dump.with_name(dump.name + ".partial")
+        tmp.unlink(missing_ok=True)
+        _tool("pg_dump", "-Fc", "-f", str(tmp), "-d", libpq_url(url))
+        meta = {
+            **grid(size),
+            "generator_version": GENERATOR_VERSION,
+            "generation_seconds": round(elapsed, 1),
+            "import_seconds": round(sum(chunks), 1),
+            "import_chunk_rows": chunk,
+            "import_chunk_seconds": [round(s, 1) for s in chunks],
+            "source_id": source_id,
+            "dump_seconds": round(time.perf_counter() - dumped, 1),
+            "dump_bytes": tmp.stat().st_size,
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        tmp.rename(dump)
+        meta_path.write_text(json.dumps(meta, indent=2))
+        print(f"generated {size} in {elapsed:.0f} s; cached as {dump.name}", file=sys.stderr)
+    analyzed = time.perf_counter()
+    _server_sql(url, "VACUUM (ANALYZE)")
+    meta["vacuum_analyze_seconds"] = round(time.perf_counter() - analyzed, 1)
+    try:  # write the load out now rather than during a measurement (needs superuser)
+        _server_sql(url, "CHECKPOINT")
+    except Exception as exc:
+        print(f"CHECKPOINT skipped: {str(exc).splitlines()[0]}", file=sys.stderr)
+    return {**meta, "database": name, "url": url, "cached": cached}
+
+
 if __name__ == "__main__":
-    for arg in sys.argv[1:] or ["10k"]:
-        print(
-            json.dumps({k: v for k, v in ensure(arg).items() if k not in ("cities", "indicators")})
-        )
+    cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    cli.add_argument("--postgres", metavar="SERVER_URL", help="build on this PostgreSQL server")
+    cli.add_argument("sizes", nargs="*", default=["10k"])
+    args = cli.parse_args()
+    for arg in args.sizes:
+        meta = ensure_postgres(arg, args.postgres) if args.postgres else ensure(arg)
+        print(json.dumps({k: v for k, v in meta.items() if k not in ("cities", "indicators")}))

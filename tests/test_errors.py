@@ -7,7 +7,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.config import Settings
-from app.main import create_app
+from app.main import DOCS_POLICY, create_app
 from tests.conftest import BACKEND, Databases
 
 pytestmark = pytest.mark.anyio
@@ -155,10 +155,47 @@ async def test_unexpected_error_is_a_bare_500(app: FastAPI) -> None:
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-        response = await c.get("/boom")
+        response = await c.get("/boom", headers={"Origin": "https://example.org"})
     assert (response.status_code, response.headers["content-type"]) == (
         500,
         "application/problem+json",
     )
     assert response.json()["detail"] == "The server failed to answer this request."
     assert "secret" not in response.text and "Traceback" not in response.text
+    # a browser may read it: it carries CORS headers like every other answer
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "policy"),
+    [
+        ("/api/v1/cities", 200, "default-src 'none'; frame-ancestors 'none'"),
+        ("/api/v1/cities/atlantis", 404, "default-src 'none'; frame-ancestors 'none'"),
+        ("/api/v1/observations.csv", 200, "default-src 'none'; frame-ancestors 'none'"),
+        ("/docs", 200, DOCS_POLICY),
+        ("/redoc", 200, DOCS_POLICY),
+        ("/static-offline-docs/swagger-ui-bundle.js", 200, DOCS_POLICY),
+    ],
+)
+async def test_security_headers(
+    client: httpx.AsyncClient, path: str, status: int, policy: str
+) -> None:
+    response = await client.get(path, headers={"Origin": "https://example.org"})
+    assert response.status_code == status
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["content-security-policy"] == policy
+    assert response.headers["access-control-allow-origin"] == "*"
+
+
+async def test_docs_can_be_turned_off(db_url: str) -> None:
+    app = create_app(Settings(database_url=db_url, docs_enabled=False))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        assert (await c.get("/docs")).status_code == 404
+        assert (await c.get("/redoc")).status_code == 404
+        assert (await c.get("/openapi.json")).status_code == 200  # clients still get the schema
+        assert (await c.get("/api/v1/cities")).status_code == 200
+    app.state.engine.dispose()
+    app.state.write_engine.dispose()
