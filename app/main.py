@@ -65,17 +65,27 @@ DOCS_POLICY = (
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 
 
-class SecurityHeaders:
-    """nosniff, no referrer, and a Content-Security-Policy on every response: the docs pages
-    may load their own scripts and styles; JSON and CSV may load nothing."""
+class HTTPMiddleware:
+    """A pure ASGI middleware that acts on HTTP requests (`handle`) and passes the rest on."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class SecurityHeaders(HTTPMiddleware):
+    """nosniff, no referrer, and a Content-Security-Policy on every response: the docs pages
+    may load their own scripts and styles; JSON and CSV may load nothing."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         policy = DOCS_POLICY if scope["path"].startswith(DOCS_PATHS) else API_POLICY
 
         async def with_headers(message: Message) -> None:
@@ -89,17 +99,11 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-class UnexpectedErrors:
+class UnexpectedErrors(HTTPMiddleware):
     """Turns an unhandled exception into the one error shape *inside* the CORS middleware, so
     a browser can read a 500 too (Starlette answers it outside every middleware otherwise)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def tracking(message: Message) -> None:
@@ -116,15 +120,12 @@ class UnexpectedErrors:
             await response(scope, receive, send)
 
 
-class HeadAsGet:
+class HeadAsGet(HTTPMiddleware):
     """Answers HEAD like GET without the body (FastAPI routes take GET only), so load
     balancers and link checkers can probe any read endpoint."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "HEAD":
             await self.app(scope, receive, send)
             return
 
