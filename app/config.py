@@ -47,6 +47,15 @@ class Settings(BaseSettings):
         description="Test each pooled connection before use, so a restarted database server "
         "costs no failed request (DB_POOL_PRE_PING; server databases only).",
     )
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1,
+        description="Largest JSON request body, in bytes (MAX_BODY_BYTES; 413 above). CSV "
+        "imports have their own limit, IMPORT_MAX_BYTES.",
+    )
+    max_url_bytes: int = Field(
+        8192, ge=256, description="Longest path plus query string, in bytes (MAX_URL_BYTES; 414)."
+    )
     import_max_bytes: int = Field(
         20 * 1024 * 1024,
         ge=1,

@@ -12,7 +12,8 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -120,6 +121,39 @@ class UnexpectedErrors(HTTPMiddleware):
             await response(scope, receive, send)
 
 
+class RequestLimits(HTTPMiddleware):
+    """414 for a URL over `max_url` bytes, 413 for a body over its limit: by its declared
+    Content-Length at once, or as soon as the bytes received pass it. Starlette has neither."""
+
+    def __init__(self, app: ASGIApp, max_url: int, max_body: int, bodies: dict[str, int]) -> None:
+        super().__init__(app)
+        self.max_url, self.max_body, self.bodies = max_url, max_body, bodies
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        url_bytes = len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"])
+        if url_bytes > self.max_url:
+            detail = f"The URL is {url_bytes} bytes; at most {self.max_url} are accepted."
+            await errors.problem(Request(scope), 414, detail)(scope, receive, send)
+            return
+        limit = self.bodies.get(scope["path"], self.max_body)
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            detail = f"The body is {declared} bytes; at most {limit} are accepted here."
+            await errors.problem(Request(scope), 413, detail)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise HTTPException(413, f"The body is over {limit} bytes, the most accepted here.")
+            return message
+
+        await self.app(scope, counted, send)
+
+
 class HeadAsGet(HTTPMiddleware):
     """Answers HEAD like GET without the body (FastAPI routes take GET only), so load
     balancers and link checkers can probe any read endpoint."""
@@ -152,7 +186,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     )
     problem_ref = {"$ref": "#/components/schemas/Problem"}
     for path in schema["paths"].values():
-        for operation in path.values():
+        for method, operation in path.items():
+            # Every operation can meet the request limits (RequestLimits).
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("414", {"description": "The URL is too long (problem+json)."})
+            if method in ("post", "put", "patch"):
+                responses.setdefault(
+                    "413", {"description": "The body is too large (problem+json)."}
+                )
             for status, response in operation.get("responses", {}).items():
                 if status[0] in "45":
                     response["content"] = {errors.PROBLEM_JSON: {"schema": problem_ref}}
@@ -194,6 +235,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Innermost first: the cache sits inside CORS, so cached answers get the caller's CORS
     # headers, and so do errors, unexpected ones included.
     app.add_middleware(UnexpectedErrors)
+    app.add_middleware(
+        RequestLimits,
+        max_url=settings.max_url_bytes,
+        max_body=settings.max_body_bytes,
+        bodies={f"{API_PREFIX}/observations/import": settings.import_max_bytes},
+    )
     app.add_middleware(
         ConditionalGet,
         max_entries=settings.response_cache_entries,

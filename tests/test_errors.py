@@ -1,5 +1,6 @@
 """Every error path answers in the one shape: RFC 9457 problem+json, never a 500."""
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -8,7 +9,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.main import DOCS_POLICY, create_app
-from tests.conftest import BACKEND, Databases
+from tests.conftest import BACKEND, Databases, Keys
 
 pytestmark = pytest.mark.anyio
 
@@ -98,7 +99,11 @@ def test_openapi_declares_problem_json_for_every_error(app: FastAPI) -> None:
                         }
                     }
                     declared += 1
-    assert declared == 82
+    operations = [(m, o) for ops in schema["paths"].values() for m, o in ops.items()]
+    assert all("414" in o["responses"] for _, o in operations)  # the URL limit
+    writes = [o for m, o in operations if m in ("post", "patch")]
+    assert all("413" in o["responses"] for o in writes)  # the body limit
+    assert (len(operations), len(writes), declared) == (29, 9, 119)
     assert set(schema["components"]["schemas"]["Problem"]["required"]) == {
         "title",
         "status",
@@ -199,3 +204,42 @@ async def test_docs_can_be_turned_off(db_url: str) -> None:
         assert (await c.get("/api/v1/cities")).status_code == 200
     app.state.engine.dispose()
     app.state.write_engine.dispose()
+
+
+async def test_long_urls_are_a_414(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/observations", params={"city": "x" * 9000})
+    assert (response.status_code, response.headers["content-type"]) == (
+        414,
+        "application/problem+json",
+    )
+    assert response.json()["detail"].startswith("The URL is 9")
+    assert response.json()["detail"].endswith("at most 8192 are accepted.")
+
+
+async def _chunks(size: int) -> AsyncIterator[bytes]:
+    for _ in range(size // 65536):
+        yield b" " * 65536
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_large_bodies_are_a_413(
+    client: httpx.AsyncClient, keys: Keys, declared: bool
+) -> None:
+    """Over MAX_BODY_BYTES (1 MiB): refused by the declared Content-Length, or, for a chunked
+    upload that declares none, as soon as the bytes received pass the limit."""
+    size = 2 * 1024 * 1024
+    body = b" " * size if declared else _chunks(size)
+    response = await client.post(
+        "/api/v1/observations",
+        content=body,
+        params={"reason": "r"},
+        headers={**keys.write, "Content-Type": "application/json"},
+    )
+    assert (response.status_code, response.headers["content-type"]) == (
+        413,
+        "application/problem+json",
+    )
+    expected = f"{size} bytes" if declared else "over 1048576 bytes"
+    assert expected in response.json()["detail"]
+    total = (await client.get("/api/v1/observations")).json()["total"]
+    assert total == 30  # nothing was written
