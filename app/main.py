@@ -194,6 +194,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 responses.setdefault(
                     "413", {"description": "The body is too large (problem+json)."}
                 )
+                responses.setdefault(
+                    "400", {"description": "The body could not be parsed (problem+json)."}
+                )
             for status, response in operation.get("responses", {}).items():
                 if status[0] in "45":
                     response["content"] = {errors.PROBLEM_JSON: {"schema": problem_ref}}

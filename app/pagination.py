@@ -1,5 +1,6 @@
 """The one list envelope, its query parameters, and RFC 8288 Link headers."""
 
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -8,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
 from app.errors import BadRequest
+from app.models import CODE_PATTERN
 from app.queries import Slice
 
 DEFAULT_LIMIT = 50
@@ -98,6 +100,7 @@ def json_page(request: Request, page: Slice, limit: int, items: list[dict[str, A
 
 
 MAX_CODES = 100
+VALID_CODE = re.compile(CODE_PATTERN)
 
 
 def codes_query(what: str, *examples: str) -> Any:
@@ -119,4 +122,8 @@ def split_codes(values: Sequence[str] | str | None) -> list[str]:
     codes = list(dict.fromkeys(c.strip() for v in values for c in v.split(",") if c.strip()))
     if len(codes) > MAX_CODES:
         raise BadRequest(f"At most {MAX_CODES} codes per filter; {len(codes)} were given.")
+    malformed = [c for c in codes if not VALID_CODE.fullmatch(c)]
+    if malformed:  # no such code can exist; never sent to the database (NUL, quotes, ...)
+        names = ", ".join(repr(c[:70]) for c in malformed[:5])
+        raise BadRequest(f"Malformed code {names}: codes are lowercase letters, digits and _.")
     return codes

@@ -61,8 +61,33 @@ Code = Annotated[str, StringConstraints(pattern=CODE_PATTERN, max_length=64)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
+def _storable(value: Any) -> bool:
+    """Text a database can hold: no NUL (PostgreSQL refuses it) and no unpaired surrogate
+    (not encodable as UTF-8)."""
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    if not isinstance(value, str):
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
+
+
 class WriteModel(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            bad = sorted(str(k) for k, v in data.items() if not _storable(v))
+            if bad:
+                raise ValueError(
+                    f"{', '.join(bad)}: text may not contain NUL or unpaired surrogate characters"
+                )
+        return data
 
 
 class UpdateModel(WriteModel):

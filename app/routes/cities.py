@@ -11,6 +11,7 @@ from app.csvio import cities_export, csv_responses
 from app.db import SessionDep
 from app.errors import NotFound, problem_responses
 from app.models import (
+    CODE_PATTERN,
     City,
     CityCreate,
     CityDetail,
@@ -32,6 +33,7 @@ def city_by_code(
         str,
         Path(
             max_length=64,
+            pattern=CODE_PATTERN,
             description="City code.",
             openapi_examples={"ningbo": {"value": "ningbo"}},
         ),

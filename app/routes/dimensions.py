@@ -7,7 +7,7 @@ from sqlmodel import col, select
 
 from app.db import SessionDep
 from app.errors import NotFound, problem_responses
-from app.models import Dimension, DimensionDetail, DimensionPublic
+from app.models import CODE_PATTERN, Dimension, DimensionDetail, DimensionPublic
 from app.pagination import CursorQuery, LimitQuery, ListPage, page_of
 from app.queries import dimension_coverage, paginate
 
@@ -20,6 +20,7 @@ def dimension_by_code(
         str,
         Path(
             max_length=64,
+            pattern=CODE_PATTERN,
             description="Dimension code.",
             openapi_examples={"new_industries": {"value": "new_industries"}},
         ),

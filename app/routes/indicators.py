@@ -11,6 +11,7 @@ from app.csvio import csv_responses, indicators_export
 from app.db import SessionDep, read
 from app.errors import NotFound, problem_responses
 from app.models import (
+    CODE_PATTERN,
     Dimension,
     Indicator,
     IndicatorCreate,
@@ -43,6 +44,7 @@ def indicator_by_code(
         str,
         Path(
             max_length=64,
+            pattern=CODE_PATTERN,
             description="Indicator code.",
             openapi_examples={"sei_va_share_gdp": {"value": "sei_va_share_gdp"}},
         ),
