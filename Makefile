@@ -38,7 +38,9 @@ seed: install
 export: install ## all observations as CSV on stdout
 	$(BIN)/python -m app export
 
-bench: install ## benchmark vs Starlette, Datasette and sqlite3 (docs/performance.md; BENCH_SIZES, BENCH_SECONDS)
+# PostgreSQL: bench/run.py starts a throwaway server with .ci/postgres (pg_start, pg_stop at the
+# end) unless BENCH_POSTGRES_URL names one; pg_start installs PostgreSQL if it is missing.
+bench: install ## benchmark on SQLite then PostgreSQL (docs/performance.md; BENCH_BACKENDS, BENCH_SIZES, BENCH_SECONDS)
 	@for tool in wrk curl sqlite3; do command -v $$tool >/dev/null || { \
 		apt-get update -qq && apt-get install -y -qq wrk curl sqlite3 >/dev/null; break; }; done
 	@test -f bench/.venv-ref/.ref-1 || { $(PYTHON) -m venv bench/.venv-ref && \

@@ -1,19 +1,28 @@
 """The benchmark behind `make bench` (docs/performance.md says how to read it).
 
-For each size (BENCH_SIZES, default 10k,100k,1m) it builds or reuses a synthetic database
-(bench/generate.py: the app's models and import path), serves it with `python -m app serve`
-(one uvicorn worker, LOG_LEVEL=warning) on a free loopback port, and drives it with wrk
-(bench/wrk.lua: a random path per request from a list). In the same run, on the same file and
-machine, it measures the references: a bare Starlette hello-world, Datasette serving the same
-SQLite file, and the sqlite3 command-line tool's CSV dump. It prints a markdown table and writes
-everything to bench/results/<timestamp>.json (server logs beside it).
+For each backend (BENCH_BACKENDS, default sqlite,postgresql: every size on SQLite first, then
+on PostgreSQL) and each size (BENCH_SIZES, default 10k,100k,1m), it builds or reuses a
+synthetic database (bench/generate.py: the app's models and import path), serves it with
+`python -m app serve` (one uvicorn worker, LOG_LEVEL=warning) on a free loopback port, and
+drives it with wrk (bench/wrk.lua: a random path per request from a list). In the same run, on
+the same machine, it measures the references: a bare Starlette hello-world; on SQLite, Datasette
+serving the same file and the sqlite3 command-line tool's CSV dump; on PostgreSQL, psql's
+`COPY (select * from observation) TO STDOUT` as the CSV floor. It prints a markdown table and
+writes everything to bench/results/<timestamp>.json (server logs beside it).
 
-Knobs (environment): BENCH_SIZES, BENCH_SECONDS (10, per measured run), BENCH_WARMUP (2),
-BENCH_CONNECTIONS (64), BENCH_HIGH_CONNECTIONS (256), BENCH_THREADS (wrk threads, 2),
-BENCH_CSV_TIMEOUT (180 s per export; a slower one is cut and its rows/s is that of the part
-received), BENCH_REFERENCES (1; 0 skips Starlette, Datasette and sqlite3, for quick runs).
+PostgreSQL: unless BENCH_POSTGRES_URL names a server (a SQLAlchemy URL to a database the user
+may CREATE DATABASE from), the run starts a throwaway server with .ci/postgres (pg_start), uses
+it for every size and stops it at the end (pg_stop), also on failure or Ctrl-C. Its data is
+restored from bench/data/pg_<size>_g<V>.dump when that cache exists (bench/generate.py).
 
-Every server binds 127.0.0.1 and is stopped at the end, also on failure or Ctrl-C.
+Knobs (environment): BENCH_BACKENDS, BENCH_SIZES, BENCH_POSTGRES_SIZES (default: BENCH_SIZES),
+BENCH_POSTGRES_URL, BENCH_SECONDS (10, per measured run), BENCH_WARMUP (2), BENCH_CONNECTIONS
+(64), BENCH_HIGH_CONNECTIONS (256), BENCH_THREADS (wrk threads, 2), BENCH_CSV_TIMEOUT (180 s
+per export; a slower one is cut and its rows/s is that of the part received), BENCH_REFERENCES
+(1; 0 skips Starlette, Datasette and the sqlite3 and psql dumps, for quick runs).
+
+Every server binds 127.0.0.1 (PostgreSQL: a Unix socket only) and is stopped at the end, also
+on failure or Ctrl-C.
 """
 
 import atexit
@@ -45,6 +54,23 @@ DATASETTE = BENCH / ".venv-ref" / "bin" / "datasette"
 RESULTS = BENCH / "results"
 
 SIZES = [generate.size_key(s) for s in os.environ.get("BENCH_SIZES", "10k,100k,1m").split(",")]
+PG_SIZES = [
+    generate.size_key(s)
+    for s in os.environ.get("BENCH_POSTGRES_SIZES", ",".join(SIZES)).split(",")
+    if s.strip()
+]
+BACKEND_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+BACKENDS = [
+    b.strip().lower()
+    for b in os.environ.get("BENCH_BACKENDS", "sqlite,postgresql").split(",")
+    if b.strip()
+]
+for _backend in BACKENDS:
+    if _backend not in BACKEND_NAMES:
+        raise SystemExit(
+            f"unknown backend {_backend!r} in BENCH_BACKENDS; choose from sqlite, postgresql"
+        )
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL") or None
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
@@ -218,17 +244,122 @@ class Server:
         self.stop()
 
 
-def app_server(db: Path, probe: str) -> Server:
+def app_server(url: str, name: str, probe: str) -> Server:
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{db}",
+        "DATABASE_URL": url,
         "LOG_LEVEL": "warning",
         "HOST": "127.0.0.1",
         "PORT": str(port),
     }
     cmd = [PYTHON, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return Server(f"app-{db.stem}", cmd, port, probe, env, "/healthz")
+    return Server(name, cmd, port, probe, env, "/healthz")
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+# What the report records of the server's configuration (SHOW ...).
+PG_SETTINGS = (
+    "server_version",
+    "shared_buffers",
+    "work_mem",
+    "effective_cache_size",
+    "max_connections",
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "jit",
+    "autovacuum",
+)
+
+
+class PostgresServer:
+    """The PostgreSQL server for the run: BENCH_POSTGRES_URL's, or a throwaway one from
+    .ci/postgres. The throwaway server is run by a bash helper that sources .ci/postgres,
+    calls pg_start, prints the URL and waits on its stdin; closing that pipe (or this process
+    dying, which closes it too) ends the helper, whose EXIT trap runs pg_stop."""
+
+    def __init__(self) -> None:
+        self.helper: subprocess.Popen[str] | None = None
+        self.dir: Path | None = None
+        if POSTGRES_URL:
+            self.url, self.started_by = POSTGRES_URL, "BENCH_POSTGRES_URL"
+            return
+        self.started_by = ".ci/postgres (pg_start)"
+        script = (
+            "source .ci/postgres; trap pg_stop EXIT; pg_start >&2 || exit 1; "
+            'echo "$TEST_POSTGRES_URL"; echo "$PG_DIR"; read -r _ || true'
+        )
+        LOGS.mkdir(parents=True, exist_ok=True)
+        with open(LOGS / "postgres-start.log", "ab") as err:
+            self.helper = subprocess.Popen(
+                ["bash", "-c", script],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
+            )
+        assert self.helper.stdout is not None
+        self.url = self.helper.stdout.readline().strip()
+        folder = self.helper.stdout.readline().strip()
+        if not self.url or not folder:
+            self.helper.wait(30)
+            raise RuntimeError(
+                "could not start PostgreSQL with .ci/postgres:\n"
+                + (LOGS / "postgres-start.log").read_text(errors="replace")[-2000:]
+            )
+        self.dir = Path(folder)
+        log(f"PostgreSQL started by .ci/postgres in {self.dir}")
+
+    def settings(self) -> dict[str, str]:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        engine = create_engine(self.url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                return {
+                    name: str(conn.execute(text(f"SHOW {name}")).scalar()) for name in PG_SETTINGS
+                }
+        finally:
+            engine.dispose()
+
+    def stop(self) -> None:
+        if self.helper is None:
+            return
+        if self.dir and (self.dir / "server.log").exists():  # pg_stop removes it
+            shutil.copyfile(self.dir / "server.log", LOGS / "postgres-server.log")
+        if self.helper.poll() is None:
+            assert self.helper.stdin is not None
+            self.helper.stdin.close()  # `read` returns, bash exits, its trap runs pg_stop
+            try:
+                self.helper.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.helper.pid, signal.SIGTERM)  # the trap runs on SIGTERM too
+                self.helper.wait(60)
+        self.helper = None
+        log("PostgreSQL stopped (pg_stop)")
+
+    def __enter__(self) -> "PostgresServer":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
+
+
+def pg_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
 
 
 # ---------------------------------------------------------------- measurements
@@ -438,50 +569,107 @@ def sqlite_csv(db: Path) -> dict[str, Any]:
     return result
 
 
+PSQL_COPY = "COPY (select * from observation) TO STDOUT WITH (FORMAT csv)"
+
+
+def psql_csv(url: str) -> dict[str, Any]:
+    """PostgreSQL's floor, the counterpart of the sqlite3 dump: the server's own CSV writer
+    (COPY ... TO STDOUT) through psql, over the same Unix socket as the app."""
+    psql = str(generate.pg_bindir() / "psql")
+    cmd = [
+        psql,
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        generate.libpq_url(url),
+        "-c",
+        PSQL_COPY,
+    ]
+    result = count_lines(cmd, "psql-csv")
+    result["rows"] = result["lines"]
+    result["rows_per_s"] = round(result["rows"] / result["seconds"]) if result["seconds"] else 0
+    log(f"  psql COPY csv: {result['rows']:,} rows in {result['seconds']} s")
+    return result
+
+
 # ---------------------------------------------------------------- per size
 
 
-def paths_for(db: Path, meta: dict[str, Any]) -> dict[str, list[str]]:
+class Target:
+    """One size on one backend: the database's URL and how to read it directly."""
+
+    def __init__(self, backend: str, size: str, meta: dict[str, Any]) -> None:
+        self.backend, self.size = backend, size
+        if backend == "sqlite":
+            self.db: Path | None = generate.db_path(size)
+            self.url = generate.sqlite_url(self.db)
+            self.name = self.db.name
+            self.label = size  # log and URL-list names as before PostgreSQL was added
+        else:
+            self.db = None
+            self.url = str(meta["url"])
+            self.name = str(meta["database"])
+            self.label = f"pg-{size}"
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.db is None:
+            return pg_rows(self.url, sql)
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
+            rows = conn.execute(sql).fetchall()
+        conn.close()
+        return rows
+
+    def size_mb(self) -> float:
+        if self.db is not None:
+            return round(self.db.stat().st_size / 1e6, 1)
+        ((n,),) = self.rows("select pg_database_size(current_database())")
+        return round(int(n) / 1e6, 1)
+
+
+def paths_for(target: Target, meta: dict[str, Any]) -> dict[str, list[str]]:
     cities, indicators = meta["cities"], meta["indicators"]
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        dimensions = [r[0] for r in conn.execute("select code from dimension order by code")]
-    conn.close()
+    dimensions = [r[0] for r in target.rows("select code from dimension order by code")]
     pairs = [(c, i) for c in cities for i in indicators]
-    return {
+    paths = {
         "city": [f"/api/v1/cities/{c}" for c in cities],
         "page": [f"/api/v1/observations?city={c}&indicator={i}&limit=50" for c, i in pairs],
         "dimension": [f"/api/v1/dimensions/{d}" for d in dimensions],
         "latest": [f"/api/v1/observations?city={c}&latest=true&limit=50" for c in cities],
-        "datasette_page": [
-            f"/{db.stem}/observation.json?city_code={c}&indicator_code={i}&_size=50"
-            for c, i in pairs
-        ],
     }
+    if target.db is not None:
+        paths["datasette_page"] = [
+            f"/{target.db.stem}/observation.json?city_code={c}&indicator_code={i}&_size=50"
+            for c, i in pairs
+        ]
+    return paths
 
 
-def live_rows(db: Path) -> int:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        (n,) = conn.execute("select count(*) from observation where deleted_at is null").fetchone()
-    conn.close()
+def live_rows(target: Target) -> int:
+    ((n,),) = target.rows("select count(*) from observation where deleted_at is null")
     return int(n)
 
 
-def bench_size(size: str, meta: dict[str, Any]) -> dict[str, Any]:
-    db = generate.db_path(size)
+def bench_size(backend: str, size: str, meta: dict[str, Any]) -> dict[str, Any]:
+    target = Target(backend, size, meta)
+    db, label = target.db, target.label
     out: dict[str, Any] = {
+        "backend": backend,
+        "database": target.name,
         "rows": meta["rows"],
-        "file_mb": round(db.stat().st_size / 1e6, 1),
+        "file_mb" if db is not None else "database_mb": target.size_mb(),
         "loadavg_before": os.getloadavg(),
         "cpu_busy_before": cpu_busy(),  # other work on the machine skews every number
     }
-    paths = paths_for(db, meta)
+    paths = paths_for(target, meta)
     per_combo = len(generate.YEARS)
 
     started = time.perf_counter()
     migrate = subprocess.run(
         [PYTHON, "-m", "app", "migrate"],
         cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": f"sqlite:///{db}"},
+        env={**os.environ, "DATABASE_URL": target.url},
         capture_output=True,
         text=True,
         timeout=1800,
@@ -489,15 +677,19 @@ def bench_size(size: str, meta: dict[str, Any]) -> dict[str, Any]:
     )
     out["migrate_seconds"] = round(time.perf_counter() - started, 2)
     if migrate.returncode != 0:
-        raise RuntimeError(f"python -m app migrate failed on {db}: {migrate.stderr[-2000:]}")
-    out["live_rows"] = live_rows(db)
+        raise RuntimeError(
+            f"python -m app migrate failed on {target.name}: {migrate.stderr[-2000:]}"
+        )
+    out["live_rows"] = live_rows(target)
 
     log(
-        f"{size}: serving {db.name} ({out['live_rows']:,} live observations; CPU "
+        f"{size} on {BACKEND_NAMES[backend]}: serving {target.name} ({out['live_rows']:,} "
+        f"live observations; CPU "
         f"{out['cpu_busy_before']:.0%} busy with other work just before)"
     )
     checks: dict[str, str] = {}
-    with app_server(db, paths["page"][0]) as app:
+    server_name = f"app-{db.stem}" if db is not None else f"app-{target.name}"
+    with app_server(target.url, server_name, paths["page"][0]) as app:
         out["start_seconds"] = round(app.ready_seconds, 3)
         log(f"  first response {out['start_seconds']} s after start")
         page_cold = cold(app.base, paths["page"][1:])  # first: no URL of it asked for yet
@@ -507,29 +699,31 @@ def bench_size(size: str, meta: dict[str, Any]) -> dict[str, Any]:
         if problem := check(app.base, paths["latest"], len(meta["indicators"])):
             checks["latest"] = problem
         out["app"] = {
-            "city": load(app, paths["city"], CONNECTIONS, f"{size}-city"),
-            "page": load(app, paths["page"], CONNECTIONS, f"{size}-page"),
-            "dimension": load(app, paths["dimension"], CONNECTIONS, f"{size}-dimension"),
-            "latest": load(app, paths["latest"], CONNECTIONS, f"{size}-latest"),
-            "page_hot": load(app, paths["page"][:1], CONNECTIONS, f"{size}-page-hot"),
+            "city": load(app, paths["city"], CONNECTIONS, f"{label}-city"),
+            "page": load(app, paths["page"], CONNECTIONS, f"{label}-page"),
+            "dimension": load(app, paths["dimension"], CONNECTIONS, f"{label}-dimension"),
+            "latest": load(app, paths["latest"], CONNECTIONS, f"{label}-latest"),
+            "page_hot": load(app, paths["page"][:1], CONNECTIONS, f"{label}-page-hot"),
             "page_cold": page_cold,
         }
         offset = app.log_offset()
         out["app_csv"] = csv_over_http(
-            app.base + "/api/v1/observations.csv", f"{size}-app-csv", app.proc.pid
+            app.base + "/api/v1/observations.csv", f"{label}-app-csv", app.proc.pid
         )
         out["app_csv"]["expected_rows"] = out["live_rows"]
         out["app_csv"]["server_errors"] = app.errors_since(offset)["tracebacks"]
         # last: a run that overloads the server must not spill into the other measurements
         out["app"]["page_high"] = load(
-            app, paths["page"], HIGH_CONNECTIONS, f"{size}-page-c{HIGH_CONNECTIONS}"
+            app, paths["page"], HIGH_CONNECTIONS, f"{label}-page-c{HIGH_CONNECTIONS}"
         )
         out["app_alive_after"] = app.proc.poll() is None
     out["checks"] = checks
     for name, problem in checks.items():
         log(f"  CHECK FAILED {name}: {problem}")
 
-    if REFERENCES:
+    if REFERENCES and db is None:
+        out["psql_csv"] = psql_csv(target.url)
+    elif REFERENCES and db is not None:
         port = free_port()
         cmd = [
             str(DATASETTE),
@@ -553,11 +747,11 @@ def bench_size(size: str, meta: dict[str, Any]) -> dict[str, Any]:
                 checks["datasette_page"] = problem
                 log(f"  CHECK FAILED datasette_page: {problem}")
             out["datasette"] = {
-                "page": load(ds, paths["datasette_page"], CONNECTIONS, f"{size}-datasette-page")
+                "page": load(ds, paths["datasette_page"], CONNECTIONS, f"{label}-datasette-page")
             }
             out["datasette_csv"] = csv_over_http(
                 f"{ds.base}/{db.stem}/observation.csv?_stream=on&_size=max",
-                f"{size}-datasette-csv",
+                f"{label}-datasette-csv",
                 ds.proc.pid,
             )
         out["sqlite3_csv"] = sqlite_csv(db)
@@ -592,7 +786,7 @@ def machine() -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "sqlite_python": sqlite3.sqlite_version,
-        "sqlite_cli": version(["sqlite3", "--version"]).split(" ")[0],
+        "sqlite_cli": version(["sqlite3", "--version"]).split(" ")[0] or None,
         "wrk": version(["wrk", "--version"]).split(" [")[0],
         "datasette": version([str(DATASETTE), "--version"]) if REFERENCES else None,
         "commit": commit + (" + uncommitted changes in app/ or migrations/" if dirty else ""),
@@ -604,8 +798,9 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's goals, measured at the largest size of the run."""
-    sizes = results["sizes"]
+    """The issue's goals, measured on SQLite at the largest size of the run (they name
+    Datasette and the sqlite3 CLI, which exist only for SQLite)."""
+    sizes = results["backends"]["sqlite"]["sizes"]
     big, small = sizes[SIZES[-1]], sizes[SIZES[0]]
     page = big["app"]["page"]
     high = big["app"]["page_high"]
@@ -687,6 +882,32 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+SCENARIOS = {
+    "city": "one city `/cities/{code}`",
+    "page": "filtered page `?city&indicator&limit=50`",
+    "dimension": "dimension `/dimensions/{code}`",
+    "latest": "latest for a city `?city&latest=true`",
+    "page_hot": "filtered page, one hot URL",
+    "page_cold": "filtered page, new URLs one at a time (uncached)",
+    "page_high": f"filtered page, {HIGH_CONNECTIONS} connections",
+}
+CSV_EXPORTS = (
+    ("app_csv", "ours `/observations.csv`"),
+    ("datasette_csv", "Datasette `_stream=on`"),
+    ("sqlite3_csv", "sqlite3 `-csv` dump"),
+    ("psql_csv", "psql `COPY ... TO STDOUT` csv"),
+)
+
+
+def by_size(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(size, backend, its results, its generation) in the order of the run."""
+    return [
+        (size, backend, s, run["generation"][size])
+        for backend, run in results["backends"].items()
+        for size, s in run["sizes"].items()
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     def n(v: Any, fmt: str = ",.0f") -> str:
         return "-" if v is None else format(v, fmt)
@@ -696,89 +917,170 @@ def markdown(results: dict[str, Any]) -> str:
         f"({results['machine']['cpu']}); {SECONDS} s per run after {WARMUP} s warm-up; "
         f"wrk {THREADS} threads.",
         "",
-        "| size | server | scenario | URLs | conns | req/s | p50 ms | p99 ms | max ms "
+        "| size | backend | server | scenario | URLs | conns | req/s | p50 ms | p99 ms | max ms "
         "| non-2xx | socket errors | timeouts | errors logged |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    names = {
-        "city": "one city `/cities/{code}`",
-        "page": "filtered page `?city&indicator&limit=50`",
-        "dimension": "dimension `/dimensions/{code}`",
-        "latest": "latest for a city `?city&latest=true`",
-        "page_hot": "filtered page, one hot URL",
-        "page_cold": "filtered page, new URLs one at a time (uncached)",
-        "page_high": f"filtered page, {HIGH_CONNECTIONS} connections",
-    }
 
-    def row(size: str, server: str, scenario: str, r: dict[str, Any]) -> str:
+    def row(size: str, backend: str, server: str, scenario: str, r: dict[str, Any]) -> str:
         return (
-            f"| {size} | {server} | {scenario} | {r['distinct_urls']:,} | {r['connections']} | "
-            f"{n(r['rps'])} | {n(r['p50_ms'], '.1f')} | {n(r['p99_ms'], '.1f')} | "
-            f"{n(r['max_ms'], '.0f')} | {r['non_2xx']} | {r['socket_errors']} | "
-            f"{r['timeouts']} | {r['server_errors']} |"
+            f"| {size} | {backend} | {server} | {scenario} | {r['distinct_urls']:,} | "
+            f"{r['connections']} | {n(r['rps'])} | {n(r['p50_ms'], '.1f')} | "
+            f"{n(r['p99_ms'], '.1f')} | {n(r['max_ms'], '.0f')} | {r['non_2xx']} | "
+            f"{r['socket_errors']} | {r['timeouts']} | {r['server_errors']} |"
         )
 
     if "starlette" in results:
-        lines.append(row("-", "Starlette hello", "`GET /`", results["starlette"]))
-        lines.append(row("-", "Starlette hello", "`GET /`", results["starlette_high"]))
-    for size, s in results["sizes"].items():
-        for key, label in names.items():
-            lines.append(row(size, "ours", label, s["app"][key]))
+        lines.append(row("-", "-", "Starlette hello", "`GET /`", results["starlette"]))
+        lines.append(row("-", "-", "Starlette hello", "`GET /`", results["starlette_high"]))
+    runs = by_size(results)
+    for size, backend, s, _ in runs:
+        name = BACKEND_NAMES[backend]
+        for key, label in SCENARIOS.items():
+            lines.append(row(size, name, "ours", label, s["app"][key]))
         if "datasette" in s:
-            lines.append(row(size, "Datasette", "filtered page `_size=50`", s["datasette"]["page"]))
+            lines.append(
+                row(size, name, "Datasette", "filtered page `_size=50`", s["datasette"]["page"])
+            )
     lines += [
         "",
-        "| size | full CSV export | rows | seconds | rows/s | server RSS growth MB |",
-        "|---|---|---:|---:|---:|---:|",
+        "| size | backend | full CSV export | rows | seconds | rows/s | server RSS growth MB |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
-    for size, s in results["sizes"].items():
-        for key, label in (
-            ("app_csv", "ours `/observations.csv`"),
-            ("datasette_csv", "Datasette `_stream=on`"),
-            ("sqlite3_csv", "sqlite3 `-csv` dump"),
-        ):
+    for size, backend, s, _ in runs:
+        for key, label in CSV_EXPORTS:
             if key in s:
                 c = s[key]
                 cut = c["rows"] < s["live_rows"]
                 lines.append(
-                    f"| {size} | {label} | {c['rows']:,}{' (**cut short**)' if cut else ''} | "
-                    f"{c['seconds']} | {n(c['rows_per_s'])} | {n(c.get('rss_growth_mb'), '.1f')} |"
+                    f"| {size} | {BACKEND_NAMES[backend]} | {label} | {c['rows']:,}"
+                    f"{' (**cut short**)' if cut else ''} | {c['seconds']} | "
+                    f"{n(c['rows_per_s'])} | {n(c.get('rss_growth_mb'), '.1f')} |"
                 )
     lines += [
         "",
-        "| size | rows | generation (apply_import) s | migrate s | first response after start s "
-        "| ours / Datasette page req/s | CPU busy with other work before |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| size | backend | rows | generation (apply_import) s | restore s | VACUUM ANALYZE s "
+        "| migrate s | first response after start s | ours / Datasette page req/s "
+        "| CPU busy with other work before |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for size, s in results["sizes"].items():
-        g = results["generation"][size]
+    for size, backend, s, g in runs:
         ds = s.get("datasette", {}).get("page", {}).get("rps")
         lines.append(
-            f"| {size} | {s['live_rows']:,} | {g['generation_seconds']} ({g['import_seconds']}) | "
+            f"| {size} | {BACKEND_NAMES[backend]} | {s['live_rows']:,} | "
+            f"{g['generation_seconds']} ({g['import_seconds']}) | "
+            f"{n(g.get('restore_seconds'), '.1f')} | {n(g.get('vacuum_analyze_seconds'), '.1f')} | "
             f"{s['migrate_seconds']} | {s['start_seconds']} | "
             f"{n(ratio(s['app']['page']['rps'], ds), '.2f')} | {s['cpu_busy_before']:.0%} |"
         )
-    lines += [
-        "",
-        f"Goals (issue 4), at {SIZES[-1]}:",
-        "",
-        "| area | measure | value | goal | met |",
-        "|---|---|---|---|---|",
-    ]
-    for g in results["goals"]:
-        met = {True: "yes", False: "**no**", None: "not measured"}[g["met"]]
-        lines.append(f"| {g['area']} | {g['measure']} | {g['value']} | {g['target']} | {met} |")
-    problems = {size: s["checks"] for size, s in results["sizes"].items() if s.get("checks")}
+    lines += side_by_side(results)
+    if results.get("goals"):
+        lines += [
+            "",
+            f"Goals (issue 4), on SQLite at {SIZES[-1]}:",
+            "",
+            "| area | measure | value | goal | met |",
+            "|---|---|---|---|---|",
+        ]
+        for g in results["goals"]:
+            met = {True: "yes", False: "**no**", None: "not measured"}[g["met"]]
+            lines.append(f"| {g['area']} | {g['measure']} | {g['value']} | {g['target']} | {met} |")
+    problems = {
+        f"{size} {BACKEND_NAMES[backend]}": s["checks"]
+        for size, backend, s, _ in runs
+        if s.get("checks")
+    }
     if problems:
         lines += ["", "Failed checks (a response was not what the benchmark expects):"]
-        for size, checks in problems.items():
-            lines += [f"- {size} {name}: {text}" for name, text in checks.items()]
+        for where, checks in problems.items():
+            lines += [f"- {where} {name}: {text}" for name, text in checks.items()]
     return "\n".join(lines)
 
 
+def side_by_side(results: dict[str, Any]) -> list[str]:
+    """For each size both backends ran: each scenario's req/s, p50 and p99 on SQLite and on
+    PostgreSQL, then the CSV exports and their floors."""
+    sq = results["backends"].get("sqlite", {}).get("sizes", {})
+    pg = results["backends"].get("postgresql", {}).get("sizes", {})
+    both = [size for size in sq if size in pg]
+    if not both:
+        return []
+
+    def n(v: Any, fmt: str = ",.0f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = [
+        "",
+        "SQLite and PostgreSQL side by side (ours):",
+        "",
+        "| size | scenario | SQLite req/s | p50 ms | p99 ms | PostgreSQL req/s | p50 ms | p99 ms "
+        "| PostgreSQL / SQLite req/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size in both:
+        for key, label in SCENARIOS.items():
+            a, b = sq[size]["app"][key], pg[size]["app"][key]
+            lines.append(
+                f"| {size} | {label} | {n(a['rps'])} | {n(a['p50_ms'], '.1f')} | "
+                f"{n(a['p99_ms'], '.1f')} | {n(b['rps'])} | {n(b['p50_ms'], '.1f')} | "
+                f"{n(b['p99_ms'], '.1f')} | {n(ratio(b['rps'], a['rps']), '.2f')} |"
+            )
+    lines += [
+        "",
+        "| size | SQLite CSV rows/s | RSS growth MB | sqlite3 floor rows/s | PostgreSQL CSV rows/s "
+        "| RSS growth MB | psql COPY floor rows/s | PostgreSQL / SQLite CSV rows/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size in both:
+        a, b = sq[size]["app_csv"], pg[size]["app_csv"]
+        floor_a = sq[size].get("sqlite3_csv", {}).get("rows_per_s")
+        floor_b = pg[size].get("psql_csv", {}).get("rows_per_s")
+        lines.append(
+            f"| {size} | {n(a['rows_per_s'])} | {n(a.get('rss_growth_mb'), '.1f')} | "
+            f"{n(floor_a)} | {n(b['rows_per_s'])} | {n(b.get('rss_growth_mb'), '.1f')} | "
+            f"{n(floor_b)} | {n(ratio(b['rows_per_s'], a['rows_per_s']), '.2f')} |"
+        )
+    return lines
+
+
+def generate_data(backend: str, sizes: list[str], server_url: str | None = None) -> dict[str, Any]:
+    """bench/generate.py for each size, as a process of its own; its metadata per size."""
+    generation: dict[str, Any] = {}
+    for size in sizes:  # data first: a failed import should not waste a load run
+        extra = ["--postgres", server_url] if server_url else []
+        done = subprocess.run(
+            [PYTHON, str(BENCH / "generate.py"), *extra, size],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"generating {size} on {backend} failed ({done.returncode})")
+        meta = json.loads(done.stdout.decode().strip().splitlines()[-1])
+        generation[size] = meta
+        how = (
+            f"restored from its dump in {meta['restore_seconds']} s"
+            if meta.get("restore_seconds") is not None
+            else "cached"
+            if meta["cached"]
+            else "new"
+        )
+        log(
+            f"{size} on {BACKEND_NAMES[backend]}: {meta['rows']:,} rows, generated in "
+            f"{meta['generation_seconds']} s ({how})"
+            + (
+                f"; VACUUM ANALYZE {meta['vacuum_analyze_seconds']} s"
+                if "vacuum_analyze_seconds" in meta
+                else ""
+            )
+        )
+    return generation
+
+
 def main() -> int:
-    missing = [t for t in ("wrk", "curl", "sqlite3") if shutil.which(t) is None]
-    if REFERENCES and not DATASETTE.exists():
+    tools = ["wrk", "curl"] + (["sqlite3"] if "sqlite" in BACKENDS else [])
+    missing = [t for t in tools if shutil.which(t) is None]
+    if REFERENCES and "sqlite" in BACKENDS and not DATASETTE.exists():
         missing.append(str(DATASETTE))
     if missing:
         log(f"missing: {', '.join(missing)} (make bench installs them)")
@@ -789,7 +1091,9 @@ def main() -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
         "config": {
+            "backends": BACKENDS,
             "sizes": SIZES,
+            "postgres_sizes": PG_SIZES,
             "seconds": SECONDS,
             "warmup": WARMUP,
             "connections": CONNECTIONS,
@@ -798,27 +1102,17 @@ def main() -> int:
             "wrk_timeout_s": WRK_TIMEOUT_S,
             "command": "make bench",
         },
-        "generation": {},
-        "sizes": {},
+        "backends": {},
     }
     out = RESULTS / f"{STAMP}.json"
     wall = time.perf_counter()
+    run: dict[str, Any]
     try:
-        for size in SIZES:  # data first: a failed import should not waste a load run
-            done = subprocess.run(
-                [PYTHON, str(BENCH / "generate.py"), size],
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                check=False,
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"generating {size} failed ({done.returncode})")
-            meta = json.loads(done.stdout.decode().strip().splitlines()[-1])
-            results["generation"][size] = meta
-            log(
-                f"{size}: {meta['rows']:,} rows, generated in {meta['generation_seconds']} s"
-                + (" (cached)" if meta["cached"] else "")
-            )
+        if "sqlite" in BACKENDS:
+            results["backends"]["sqlite"] = {
+                "generation": generate_data("sqlite", SIZES),
+                "sizes": {},
+            }
         if REFERENCES:
             port = free_port()
             cmd = [
@@ -834,11 +1128,27 @@ def main() -> int:
                 results["starlette_high"] = load(
                     hello, ["/"], HIGH_CONNECTIONS, f"starlette-hello-c{HIGH_CONNECTIONS}"
                 )
-        for size in SIZES:
-            results["sizes"][size] = bench_size(
-                size, {**results["generation"][size], **generate.grid(size)}
-            )
-        results["goals"] = goals(results)
+        if "sqlite" in BACKENDS:
+            run = results["backends"]["sqlite"]
+            for size in SIZES:
+                run["sizes"][size] = bench_size(
+                    "sqlite", size, {**run["generation"][size], **generate.grid(size)}
+                )
+            results["goals"] = goals(results)
+        if "postgresql" in BACKENDS:
+            with PostgresServer() as server:
+                run = {
+                    "server": {"started_by": server.started_by, **server.settings()},
+                    "generation": {},
+                    "sizes": {},
+                }
+                results["backends"]["postgresql"] = run
+                log(f"PostgreSQL {run['server']['server_version']}: {run['server']}")
+                run["generation"] = generate_data("postgresql", PG_SIZES, server.url)
+                for size in PG_SIZES:
+                    run["sizes"][size] = bench_size(
+                        "postgresql", size, {**run["generation"][size], **generate.grid(size)}
+                    )
     finally:
         PROCS.stop_all()
         results["wall_seconds"] = round(time.perf_counter() - wall, 1)
