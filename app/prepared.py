@@ -7,12 +7,12 @@ docs/performance.md). The statements stay SQLAlchemy constructs, so one definiti
 SQLite and PostgreSQL alike.
 """
 
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Boolean, Dialect, Select
+from sqlalchemy import Boolean, ColumnElement, Dialect, Select, bindparam
 from sqlmodel import Session
 
 Row = tuple[Any, ...]
@@ -79,6 +79,19 @@ class Prepared:
 
 
 Builder = Callable[..., Select[Any]]
+
+
+def one_of(column: Any, name: str, values: Sequence[Any], type_: Any = None) -> ColumnElement[bool]:
+    """`column IN (:name_0, :name_1, ...)`, one parameter per value, so a shape's SQL is the
+    same whatever the values. The values are bound for plain SQLAlchemy execution; a prepared
+    statement takes fresh ones from `values_of(name, values)`."""
+    params = (bindparam(f"{name}_{i}", v, type_=type_) for i, v in enumerate(values))
+    return column.in_(params)  # type: ignore[no-any-return]
+
+
+def values_of(name: str, values: Iterable[Any]) -> dict[str, Any]:
+    """The parameters for `one_of(column, name, ...)`."""
+    return {f"{name}_{i}": v for i, v in enumerate(values)}
 
 
 @lru_cache(maxsize=2048)

@@ -27,7 +27,7 @@ from app.models import (
     Source,
     Unit,
 )
-from app.prepared import Reader
+from app.prepared import Reader, one_of, values_of
 
 # ---------------------------------------------------------------- pagination
 
@@ -87,14 +87,14 @@ def paginate(
 
 def _known_codes_select(table: str, count: int) -> Select[Any]:
     t = SQLModel.metadata.tables[table]
-    return core_select(t.c.code).where(t.c.code.in_(bindparam(f"code_{i}") for i in range(count)))
+    return core_select(t.c.code).where(one_of(t.c.code, "code", [None] * count))
 
 
 def check_codes(reader: Reader, model: Any, codes: Sequence[str], what: str, listing: str) -> None:
     """Rejects filter codes that name nothing, so a typo is not mistaken for 'no data'."""
     if not codes:
         return
-    params = {f"code_{i}": c for i, c in enumerate(codes)}
+    params = values_of("code", codes)
     known = {
         r[0] for r in reader.rows(_known_codes_select, (model.__tablename__, len(codes)), params)
     }
@@ -177,7 +177,7 @@ class ObservationFilter:
             ("indicator", self.indicators),
             ("dimension", self.dimensions),
         ):
-            params.update((f"{name}_{i}", c) for i, c in enumerate(codes))
+            params.update(values_of(name, codes))
         return params
 
     def check(self, reader: Reader, rows: Sequence[dict[str, Any]] = ()) -> None:
@@ -199,9 +199,6 @@ class ObservationFilter:
         return observations_as_of(bindparam("as_of", self.as_of, type_=DateTime))
 
     def conditions(self, t: FromClause) -> list[ColumnElement[bool]]:
-        def one_of(column: Any, name: str, codes: list[str]) -> ColumnElement[bool]:
-            return column.in_(bindparam(f"{name}_{i}", c) for i, c in enumerate(codes))  # type: ignore[no-any-return]
-
         where: list[ColumnElement[bool]] = []
         if self.as_of is None:
             where.append(t.c.deleted_at.is_(None))
@@ -274,10 +271,9 @@ def observation_count_select(shape: FilterShape) -> Select[Any]:
 
 def _derivations_select(count: int) -> Select[Any]:
     d = Derivation.__table__.c  # type: ignore[attr-defined]
-    ids = (bindparam(f"id_{i}", type_=Integer) for i in range(count))
     return (
         core_select(d.observation_id, d.input_id)
-        .where(d.observation_id.in_(ids))
+        .where(one_of(d.observation_id, "id", [None] * count, Integer))
         .order_by(d.input_id)
     )
 
@@ -310,7 +306,7 @@ def with_derived_from(reader: Reader, rows: list[dict[str, Any]]) -> list[dict[s
     derived = [r["id"] for r in rows if r["is_derived"]]
     inputs: dict[int, list[int]] = {}
     if derived:
-        ids = {f"id_{i}": obs_id for i, obs_id in enumerate(derived)}
+        ids = values_of("id", derived)
         for obs_id, input_id in reader.rows(_derivations_select, (len(derived),), ids):
             inputs.setdefault(obs_id, []).append(input_id)
     for r in rows:
@@ -325,11 +321,10 @@ def observation_dicts(session: Session, rows: Sequence[Any]) -> list[dict[str, A
 def _derivation_keys_select(count: int) -> Select[Any]:
     d = Derivation.__table__.c  # type: ignore[attr-defined]
     o = Observation.__table__.c  # type: ignore[attr-defined]
-    ids = (bindparam(f"id_{i}", type_=Integer) for i in range(count))
     return (
         core_select(d.observation_id, o.city_code, o.indicator_code, o.period)
         .join_from(Derivation, Observation, o.id == d.input_id)
-        .where(d.observation_id.in_(ids))
+        .where(one_of(d.observation_id, "id", [None] * count, Integer))
         .order_by(d.input_id)
     )
 
@@ -340,7 +335,7 @@ def derived_input_keys(reader: Reader, ids: Sequence[int]) -> dict[int, str]:
 
     keys: dict[int, list[str]] = {}
     if ids:
-        params = {f"id_{i}": obs_id for i, obs_id in enumerate(ids)}
+        params = values_of("id", ids)
         for obs_id, city, indicator, period in reader.rows(
             _derivation_keys_select, (len(ids),), params
         ):

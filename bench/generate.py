@@ -303,6 +303,28 @@ def ensure(size: str) -> dict[str, object]:
         return _ensure(size)
 
 
+def _build(url: str, size: str, label: str) -> dict[str, object]:
+    """Fills an empty database through the app (migrate, seed, models, apply_import); returns
+    the metadata both backends record."""
+    chunk = int(os.environ.get("BENCH_CHUNK", "100000"))
+    print(f"generating {size} observations into {label} (chunks of {chunk:,})", file=sys.stderr)
+    started = time.perf_counter()
+    _app(url, "migrate")
+    _app(url, "seed")
+    source_id = _reference_rows(url, size)
+    chunks = _import(url, size, source_id, chunk)
+    return {
+        **grid(size),
+        "generator_version": GENERATOR_VERSION,
+        "generation_seconds": round(time.perf_counter() - started, 1),
+        "import_seconds": round(sum(chunks), 1),
+        "import_chunk_rows": chunk,
+        "import_chunk_seconds": [round(s, 1) for s in chunks],
+        "source_id": source_id,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
 def _ensure(size: str) -> dict[str, object]:
     db = db_path(size)
     meta_path = db.with_suffix(".json")
@@ -311,33 +333,16 @@ def _ensure(size: str) -> dict[str, object]:
     tmp = db.with_name(db.name + ".partial")
     for stale in DATA.glob(tmp.name + "*"):
         stale.unlink()
-    chunk = int(os.environ.get("BENCH_CHUNK", "100000"))
-    print(f"generating {size} observations into {db.name} (chunks of {chunk:,})", file=sys.stderr)
-    started = time.perf_counter()
-    _app(sqlite_url(tmp), "migrate")
-    _app(sqlite_url(tmp), "seed")
-    source_id = _reference_rows(sqlite_url(tmp), size)
-    chunks = _import(sqlite_url(tmp), size, source_id, chunk)
+    meta = _build(sqlite_url(tmp), size, db.name)
     with sqlite3.connect(tmp) as conn:  # fold the WAL back in, then the file is complete
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
-    elapsed = time.perf_counter() - started
-    meta = {
-        **grid(size),
-        "generator_version": GENERATOR_VERSION,
-        "generation_seconds": round(elapsed, 1),
-        "import_seconds": round(sum(chunks), 1),
-        "import_chunk_rows": chunk,
-        "import_chunk_seconds": [round(s, 1) for s in chunks],
-        "source_id": source_id,
-        "file_bytes": tmp.stat().st_size,
-        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    meta["file_bytes"] = tmp.stat().st_size
     for suffix in ("-wal", "-shm"):
         Path(str(tmp) + suffix).unlink(missing_ok=True)
     tmp.rename(db)
     meta_path.write_text(json.dumps(meta, indent=2))
-    print(f"generated {size} in {elapsed:.0f} s", file=sys.stderr)
+    print(f"generated {size} in {meta['generation_seconds']:.0f} s", file=sys.stderr)
     return {**meta, "cached": False}
 
 
@@ -392,32 +397,17 @@ def _ensure_postgres(size: str, server_url: str) -> dict[str, object]:
         meta = json.loads(meta_path.read_text())
         meta["restore_seconds"] = round(time.perf_counter() - started, 1)
     else:
-        chunk = int(os.environ.get("BENCH_CHUNK", "100000"))
-        print(f"generating {size} observations into {name} (chunks of {chunk:,})", file=sys.stderr)
-        _app(url, "migrate")
-        _app(url, "seed")
-        source_id = _reference_rows(url, size)
-        chunks = _import(url, size, source_id, chunk)
-        elapsed = time.perf_counter() - started
+        meta = _build(url, size, name)
         dumped = time.perf_counter()
         tmp = dump.with_name(dump.name + ".partial")
         tmp.unlink(missing_ok=True)
         _tool("pg_dump", "-Fc", "-f", str(tmp), "-d", libpq_url(url))
-        meta = {
-            **grid(size),
-            "generator_version": GENERATOR_VERSION,
-            "generation_seconds": round(elapsed, 1),
-            "import_seconds": round(sum(chunks), 1),
-            "import_chunk_rows": chunk,
-            "import_chunk_seconds": [round(s, 1) for s in chunks],
-            "source_id": source_id,
-            "dump_seconds": round(time.perf_counter() - dumped, 1),
-            "dump_bytes": tmp.stat().st_size,
-            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+        meta["dump_seconds"] = round(time.perf_counter() - dumped, 1)
+        meta["dump_bytes"] = tmp.stat().st_size
         tmp.rename(dump)
         meta_path.write_text(json.dumps(meta, indent=2))
-        print(f"generated {size} in {elapsed:.0f} s; cached as {dump.name}", file=sys.stderr)
+        generated = meta["generation_seconds"]
+        print(f"generated {size} in {generated:.0f} s; cached as {dump.name}", file=sys.stderr)
     analyzed = time.perf_counter()
     _server_sql(url, "VACUUM (ANALYZE)")
     meta["vacuum_analyze_seconds"] = round(time.perf_counter() - analyzed, 1)
