@@ -3,7 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +64,23 @@ class Settings(BaseSettings):
     import_max_rows: int = Field(
         200_000, ge=1, description="Most data rows in one CSV import (IMPORT_MAX_ROWS)."
     )
+    rate_limit_writes: str = Field(
+        "60/minute",
+        description="Writes (POST, PUT, PATCH, DELETE) one client address may make, in the "
+        "`limits` notation, e.g. `60/minute` or `10/second;500/hour` (RATE_LIMIT_WRITES; empty: "
+        "no limit). Above it: 429 with Retry-After. Each worker process counts on its own.",
+    )
+    rate_limit_reads: str = Field(
+        "",
+        description="Reads under /api/ one client address may make, in the same notation "
+        "(RATE_LIMIT_READS; empty, the default: no limit).",
+    )
+    statement_timeout_ms: int = Field(
+        10_000,
+        ge=0,
+        description="Longest one SQL statement of a request may run, in milliseconds "
+        "(STATEMENT_TIMEOUT_MS; 0: no limit). Above it the request gets a 503.",
+    )
     response_cache_entries: int = Field(
         4096, ge=0, description="JSON responses cached per worker (RESPONSE_CACHE_ENTRIES; 0: off)."
     )
@@ -75,6 +92,20 @@ class Settings(BaseSettings):
     )
     seed_dir: Path = Field(ROOT / "seed", description="Folder of seed CSV files (SEED_DIR).")
     log_level: str = Field("info", description="uvicorn log level (LOG_LEVEL).")
+
+    @field_validator("rate_limit_writes", "rate_limit_reads")
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        if value.strip():
+            from limits import parse_many
+
+            try:
+                parse_many(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{value!r} is not a rate limit such as 60/minute or 10/second;500/hour"
+                ) from exc
+        return value.strip()
 
     @property
     def pool_size(self) -> int:

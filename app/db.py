@@ -1,5 +1,8 @@
 """Engine, SQLite pragmas and the per-request session dependency."""
 
+import math
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -40,6 +43,67 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+class TimedCursor(sqlite3.Cursor):
+    """Starts the statement clock of its TimedConnection on each call that steps a statement.
+    A batch fetch restarts it, as each FETCH does on PostgreSQL, so a long export streams on."""
+
+    connection: "TimedConnection"
+
+    def execute(self, sql: str, parameters: Any = (), /) -> "TimedCursor":
+        self.connection.arm()
+        return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> "TimedCursor":
+        self.connection.disarm()  # many short statements, each within the limit
+        return super().executemany(sql, parameters)
+
+    def fetchone(self) -> Any:
+        self.connection.arm()
+        return super().fetchone()
+
+    def fetchmany(self, size: int | None = 1) -> list[Any]:
+        self.connection.arm()
+        return super().fetchmany(size if size is not None else self.arraysize)
+
+    def fetchall(self) -> list[Any]:
+        self.connection.arm()
+        return super().fetchall()
+
+
+class TimedConnection(sqlite3.Connection):
+    """A SQLite connection with a statement timeout, which SQLite lacks: a progress handler,
+    called every PROGRESS_STEPS virtual-machine steps, interrupts the statement once it has
+    run `timeout` seconds (sqlite3.OperationalError "interrupted", a 503 for the client)."""
+
+    PROGRESS_STEPS = 10_000
+    timeout = math.inf
+    deadline = math.inf
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_progress_handler(self._over_time, self.PROGRESS_STEPS)
+
+    def _over_time(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def arm(self) -> None:
+        self.deadline = time.monotonic() + self.timeout
+
+    def disarm(self) -> None:
+        self.deadline = math.inf
+
+    def cursor(self, factory: Any = TimedCursor) -> Any:
+        return super().cursor(factory)
+
+    def commit(self) -> None:
+        self.disarm()
+        super().commit()
+
+    def rollback(self) -> None:
+        self.disarm()
+        super().rollback()
+
+
 def sqlite_transactions(engine: Engine, begin: str) -> None:
     """Take transactions out of pysqlite's hands (it begins lazily, and only before writes) and
     begin them ourselves: `BEGIN` gives a read a consistent snapshot; `BEGIN IMMEDIATE` takes
@@ -54,9 +118,11 @@ def sqlite_transactions(engine: Engine, begin: str) -> None:
         connection.exec_driver_sql(begin)
 
 
-def make_engine(settings: Settings, write: bool = False) -> Engine:
+def make_engine(settings: Settings, write: bool = False, timeout_ms: int = 0) -> Engine:
     """An engine whose pool request threads can never exhaust. On SQLite, a `write` engine
-    begins every transaction with BEGIN IMMEDIATE; use it for every write."""
+    begins every transaction with BEGIN IMMEDIATE; use it for every write. A `timeout_ms`
+    cancels any one statement that runs longer (the app's engines; the command line has none).
+    """
     url = settings.database_url
     kwargs: dict[str, Any] = {
         "pool_size": settings.pool_size,
@@ -67,11 +133,18 @@ def make_engine(settings: Settings, write: bool = False) -> Engine:
     }
     if is_sqlite(url):
         kwargs["connect_args"] = {"check_same_thread": False}
+        if timeout_ms:
+            kwargs["connect_args"]["factory"] = type(
+                "TimedConnection", (TimedConnection,), {"timeout": timeout_ms / 1000}
+            )
         ensure_sqlite_dir(url)
     elif make_url(url).get_backend_name() == "postgresql":
         # Timestamps are stored as UTC without a zone; a server set to local time must not
         # shift them on the way in or out.
-        kwargs["connect_args"] = {"options": "-c timezone=UTC"}
+        options = "-c timezone=UTC"
+        if timeout_ms:
+            options += f" -c statement_timeout={timeout_ms}"
+        kwargs["connect_args"] = {"options": options}
     engine = create_engine(url, **kwargs)
     if is_sqlite(url):
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InternalError, OperationalError
 from starlette.exceptions import HTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -97,9 +97,51 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(request, 422, detail, errors=errors)
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.error("database error on %s: %s", request.url.path, exc)
-    return problem(request, 503, "The database is unavailable; try again shortly.")
+UNAVAILABLE = (
+    "The database is unavailable (down, read-only or full), or the query ran longer than the "
+    "statement timeout (problem+json)."
+)
+RETRY_AFTER_S = 5
+
+
+SQLITE_ERROR = 1  # SQLite's generic code: a statement it cannot run, i.e. our bug, not a fault
+
+
+def unavailable(exc: DBAPIError) -> bool:
+    """Whether the database, not the statement, is at fault: down, unreachable, read-only,
+    full or locked. (SQLite reports a bad statement as an OperationalError too.)"""
+    if not isinstance(exc, OperationalError | InternalError):
+        return False
+    return getattr(exc.orig, "sqlite_errorcode", None) != SQLITE_ERROR
+
+
+def timed_out(exc: DBAPIError) -> bool:
+    """Whether the statement was cancelled by the statement timeout (db.make_engine)."""
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) == "57014" or str(orig) == "interrupted"
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A driver error the routes did not expect. A conflicting write that raced past the
+    route's own check is a 409; a timeout, or a database that is down, read-only or full, is
+    a 503; anything else is a bug, and a 500."""
+    assert isinstance(exc, DBAPIError)
+    if isinstance(exc, IntegrityError):
+        log.warning("conflict on %s: %s", request.url.path, exc.orig)
+        return problem(
+            request, 409, "The write conflicts with data written meanwhile; nothing was written."
+        )
+    if timed_out(exc):
+        log.warning("statement timeout on %s", request.url.path)
+        return problem(
+            request, 503, "The query ran longer than the statement timeout; narrow its filters."
+        )
+    if unavailable(exc):
+        log.error("database unavailable on %s: %s", request.url.path, exc.orig)
+        response = problem(request, 503, "The database is unavailable; try again shortly.")
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+    return await unexpected_error(request, exc)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -110,7 +152,7 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, unexpected_error)
 
 
@@ -124,6 +166,6 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "The upload is too large (problem+json).",
         415: "The upload is not CSV (problem+json).",
         422: "Invalid parameter or body (problem+json).",
-        503: "The database is unavailable (problem+json).",
+        503: UNAVAILABLE,
     }
     return {s: {"model": Problem, "description": descriptions[s]} for s in statuses}

@@ -12,15 +12,12 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__, errors
 from app.caching import ConditionalGet
 from app.config import Settings, get_settings
 from app.db import make_engine
+from app.middleware import HeadAsGet, RateLimits, RequestLimits, SecurityHeaders, UnexpectedErrors
 from app.routes import audit, cities, dimensions, health, indicators, observations, sources
 
 API_PREFIX = "/api/v1"
@@ -57,122 +54,6 @@ TAGS = [
 ]
 
 
-DOCS_PATHS = ("/docs", "/redoc", "/static-offline-docs")
-# Swagger UI and ReDoc run from our own copies of their files, started by an inline script.
-DOCS_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; worker-src 'self' blob:; frame-ancestors 'none'"
-)
-API_POLICY = "default-src 'none'; frame-ancestors 'none'"
-
-
-class HTTPMiddleware:
-    """A pure ASGI middleware that acts on HTTP requests (`handle`) and passes the rest on."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self.handle(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raise NotImplementedError
-
-
-class SecurityHeaders(HTTPMiddleware):
-    """nosniff, no referrer, and a Content-Security-Policy on every response: the docs pages
-    may load their own scripts and styles; JSON and CSV may load nothing."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        policy = DOCS_POLICY if scope["path"].startswith(DOCS_PATHS) else API_POLICY
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["X-Content-Type-Options"] = "nosniff"
-                headers["Referrer-Policy"] = "no-referrer"
-                headers["Content-Security-Policy"] = policy
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
-
-class UnexpectedErrors(HTTPMiddleware):
-    """Turns an unhandled exception into the one error shape *inside* the CORS middleware, so
-    a browser can read a 500 too (Starlette answers it outside every middleware otherwise)."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking)
-        except Exception as exc:
-            if started:  # too late for a clean answer; let the server close the connection
-                raise
-            response = await errors.unexpected_error(Request(scope), exc)
-            await response(scope, receive, send)
-
-
-class RequestLimits(HTTPMiddleware):
-    """414 for a URL over `max_url` bytes, 413 for a body over its limit: by its declared
-    Content-Length at once, or as soon as the bytes received pass it. Starlette has neither."""
-
-    def __init__(self, app: ASGIApp, max_url: int, max_body: int, bodies: dict[str, int]) -> None:
-        super().__init__(app)
-        self.max_url, self.max_body, self.bodies = max_url, max_body, bodies
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        url_bytes = len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"])
-        if url_bytes > self.max_url:
-            detail = f"The URL is {url_bytes} bytes; at most {self.max_url} are accepted."
-            await errors.problem(Request(scope), 414, detail)(scope, receive, send)
-            return
-        limit = self.bodies.get(scope["path"], self.max_body)
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            detail = f"The body is {declared} bytes; at most {limit} are accepted here."
-            await errors.problem(Request(scope), 413, detail)(scope, receive, send)
-            return
-        received = 0
-
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise HTTPException(413, f"The body is over {limit} bytes, the most accepted here.")
-            return message
-
-        await self.app(scope, counted, send)
-
-
-class HeadAsGet(HTTPMiddleware):
-    """Answers HEAD like GET without the body (FastAPI routes take GET only), so load
-    balancers and link checkers can probe any read endpoint."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "HEAD":
-            await self.app(scope, receive, send)
-            return
-
-        async def headers_only(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                if message.get("more_body", False):
-                    return
-                message = {"type": "http.response.body", "body": b"", "more_body": False}
-            await send(message)
-
-        await self.app({**scope, "method": "GET"}, receive, headers_only)
-
-
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """The generated schema, with every 4xx/5xx declared as application/problem+json."""
     if app.openapi_schema:
@@ -190,6 +71,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             # Every operation can meet the request limits (RequestLimits).
             responses = operation.setdefault("responses", {})
             responses.setdefault("414", {"description": "The URL is too long (problem+json)."})
+            responses.setdefault("429", {"description": RateLimits.DESCRIPTION})
+            responses.setdefault("503", {"description": errors.UNAVAILABLE})
             if method in ("post", "put", "patch"):
                 responses.setdefault(
                     "413", {"description": "The body is too large (problem+json)."}
@@ -231,12 +114,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url="/redoc" if settings.docs_enabled else None,
     )
     app.state.settings = settings
-    app.state.engine = make_engine(settings)
-    app.state.write_engine = make_engine(settings, write=True)
+    timeout = settings.statement_timeout_ms
+    app.state.engine = make_engine(settings, timeout_ms=timeout)
+    app.state.write_engine = make_engine(settings, write=True, timeout_ms=timeout)
     app.state.db_slots = anyio.CapacityLimiter(settings.pool_size)  # see db.get_session
     errors.install(app)
     # Innermost first: the cache sits inside CORS, so cached answers get the caller's CORS
-    # headers, and so do errors, unexpected ones included.
+    # headers, and so do errors, unexpected ones included. Rate limits sit outside the cache,
+    # so cached answers count too.
     app.add_middleware(UnexpectedErrors)
     app.add_middleware(
         RequestLimits,
@@ -248,6 +133,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ConditionalGet,
         max_entries=settings.response_cache_entries,
         max_bytes=settings.response_cache_mb * 1024 * 1024,
+    )
+    app.add_middleware(
+        RateLimits, writes=settings.rate_limit_writes, reads=settings.rate_limit_reads
     )
     app.add_middleware(
         CORSMiddleware,

@@ -30,6 +30,10 @@ from app.db import migrate
 from app.main import create_app
 from app.seed import load_seed
 
+# Rate limits are tested in test_limits.py, with limits of their own. Anywhere else they would
+# only make a test's outcome depend on how fast it runs. (Servers started here inherit this.)
+os.environ["RATE_LIMIT_WRITES"] = ""
+
 SEED_DIR = ROOT / "seed"
 ARTICLE = SEED_DIR / "source-article-ningbo-liu-shanghai.txt"
 
@@ -185,7 +189,9 @@ def run_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def start_server(database_url: str, log: Path, *args: str) -> LiveServer:
+def start_server(
+    database_url: str, log: Path, *args: str, env: dict[str, str] | None = None
+) -> LiveServer:
     """`python -m app serve ARGS` on a free loopback port; returns once /healthz answers."""
     port = free_port()
     env = {
@@ -194,8 +200,9 @@ def start_server(database_url: str, log: Path, *args: str) -> LiveServer:
         "PORT": str(port),
         "DATABASE_URL": database_url,
         "LOG_LEVEL": "warning",
+        **(env or {}),
     }
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", *args],
             cwd=ROOT,

@@ -6,9 +6,12 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from app.config import Settings
-from app.main import DOCS_POLICY, create_app
+from app.db import SessionDep
+from app.main import create_app
+from app.middleware import DOCS_POLICY
 from tests.conftest import BACKEND, Databases, Keys
 
 pytestmark = pytest.mark.anyio
@@ -104,7 +107,7 @@ def test_openapi_declares_problem_json_for_every_error(app: FastAPI) -> None:
     writes = [o for m, o in operations if m in ("post", "patch")]
     assert all("413" in o["responses"] for o in writes)  # the body limit
     assert all("400" in o["responses"] for o in writes)  # a body that does not parse
-    assert (len(operations), len(writes), declared) == (29, 9, 128)
+    assert (len(operations), len(writes), declared) == (29, 9, 186)
     assert set(schema["components"]["schemas"]["Problem"]["required"]) == {
         "title",
         "status",
@@ -150,6 +153,7 @@ async def test_unavailable_database_is_a_503(tmp_path: Path, databases: Database
                 "application/problem+json",
             )
             assert response.json()["detail"] == "The database is unavailable; try again shortly."
+            assert response.headers["retry-after"] == "5"
     app.state.engine.dispose()
     app.state.write_engine.dispose()
 
@@ -171,6 +175,39 @@ async def test_unexpected_error_is_a_bare_500(app: FastAPI) -> None:
     # a browser may read it: it carries CORS headers like every other answer
     assert response.headers["access-control-allow-origin"] == "*"
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    ("sql", "status", "detail"),
+    [
+        # a write that raced past its route's check into a unique key
+        (
+            "INSERT INTO city SELECT * FROM city WHERE code = 'ningbo'",
+            409,
+            "The write conflicts with data written meanwhile; nothing was written.",
+        ),
+        # a statement the database cannot run is our bug, not an outage
+        ("SELECT * FROM no_such_table", 500, "The server failed to answer this request."),
+    ],
+    ids=["conflict", "bad statement"],
+)
+async def test_database_errors_by_kind(app: FastAPI, sql: str, status: int, detail: str) -> None:
+    @app.post("/raw")
+    def raw(session: SessionDep) -> None:
+        session.exec(text(sql))  # type: ignore[call-overload]
+        session.commit()
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        response = await c.post("/raw")
+    assert (response.status_code, response.headers["content-type"]) == (
+        status,
+        "application/problem+json",
+    )
+    assert response.json()["detail"] == detail
+    assert "no_such_table" not in response.text and "ningbo" not in response.text
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        assert (await c.get("/api/v1/cities/ningbo")).status_code == 200
 
 
 @pytest.mark.parametrize(

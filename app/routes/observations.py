@@ -289,7 +289,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 @router.post(
     "/observations/import",
-    responses=problem_responses(401, 403, 413, 415, 422),
+    responses=problem_responses(401, 403, 409, 413, 415, 422),
     summary="Import observations from CSV (all or nothing)",
     openapi_extra={
         "requestBody": {
