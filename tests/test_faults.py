@@ -1,0 +1,268 @@
+"""Faults: a server killed mid-import, a read-only or full database, a database server restart.
+Each ends with the data whole: all of a write or none of it, and a server that answers."""
+
+import io
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.pool import NullPool
+
+from app.config import Settings
+from app.main import create_app
+from tests.conftest import (
+    BACKEND,
+    TEST_POSTGRES_URL,
+    LiveServer,
+    run_cli,
+    start_server,
+    stop_server,
+)
+
+pytestmark = pytest.mark.anyio
+
+HEADER = "city_code,indicator_code,unit_code,period,value,value_text,qualifier,is_derived,formula,derived_from,source_id,quote,note"
+UNAVAILABLE = "The database is unavailable; try again shortly."
+
+
+def bulk_csv(indicators: list[dict[str, Any]], cities: list[str], years: range) -> bytes:
+    """One new observation per city, indicator and year: rows the seed does not have."""
+    out = io.StringIO()
+    out.write(HEADER + "\r\n")
+    for year in years:
+        for city in cities:
+            for ind in indicators:
+                out.write(f"{city},{ind['code']},{ind['unit_code']},{year},1.5,1.5,exact,")
+                out.write("false,,,1,a bulk import for the fault tests,\r\n")
+    return out.getvalue().encode()
+
+
+def observation_count(url: str) -> int:
+    return int(httpx.get(f"{url}/api/v1/observations", params={"limit": 1}).json()["total"])
+
+
+def write_key(database_url: str) -> dict[str, str]:
+    created = run_cli(
+        "keys", "create", "--name", "bulk", "--scope", "write", database_url=database_url
+    )
+    assert created.returncode == 0, created.stderr
+    return {"X-API-Key": created.stdout.strip()}
+
+
+def writing_started(database_url: str) -> Callable[[], bool]:
+    """Whether the import's rows are going in: on SQLite its transaction has spilled pages
+    into the WAL; on PostgreSQL the server is running its INSERT."""
+    if BACKEND == "sqlite":
+        wal = Path(f"{make_url(database_url).database}-wal")
+        before = wal.stat().st_size if wal.exists() else 0
+        return lambda: wal.exists() and wal.stat().st_size > before + 256 * 1024
+    engine = create_engine(database_url, poolclass=NullPool)
+    active = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND state = 'active' AND query ILIKE 'INSERT%observation%'"
+    )
+
+    def inserting() -> bool:
+        with engine.connect() as conn:
+            return bool(conn.execute(active).scalar())
+
+    return inserting
+
+
+@pytest.mark.e2e
+def test_sigkill_mid_import_keeps_all_or_nothing(tmp_path: Path, empty_db_url: str) -> None:
+    server = start_server(empty_db_url, tmp_path / "server.log")
+    indicators = httpx.get(f"{server.url}/api/v1/indicators", params={"limit": 500}).json()
+    cities = [c["code"] for c in httpx.get(f"{server.url}/api/v1/cities").json()["items"]]
+    data = bulk_csv(indicators["items"], cities, range(1900, 2020))
+    rows = data.count(b"\r\n") - 1
+    assert rows == len(cities) * indicators["total"] * 120 > 15_000
+    before = observation_count(server.url)
+    key = write_key(empty_db_url)
+    started = writing_started(empty_db_url)
+    outcome: dict[str, Any] = {}
+
+    def upload() -> None:
+        try:
+            outcome["response"] = httpx.post(
+                f"{server.url}/api/v1/observations/import",
+                params={"reason": "bulk"},
+                content=data,
+                headers={**key, "Content-Type": "text/csv"},
+                timeout=120,
+            )
+        except httpx.TransportError as exc:
+            outcome["error"] = exc
+
+    uploading = threading.Thread(target=upload)
+    uploading.start()
+    deadline = time.monotonic() + 60
+    while not started() and time.monotonic() < deadline and uploading.is_alive():
+        time.sleep(0.02)
+    assert started(), "the import never started writing"
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(timeout=10)
+    uploading.join(timeout=30)
+    assert "response" not in outcome, "the import finished before the kill"
+    assert isinstance(outcome["error"], httpx.TransportError)
+
+    restarted = start_server(empty_db_url, tmp_path / "server.log")
+    try:
+        assert observation_count(restarted.url) == before  # none of it
+        if BACKEND == "sqlite":
+            with create_engine(empty_db_url, poolclass=NullPool).connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        again = httpx.post(
+            f"{restarted.url}/api/v1/observations/import",
+            params={"reason": "bulk, again"},
+            content=data,
+            headers={**key, "Content-Type": "text/csv"},
+            timeout=120,
+        )
+        assert again.status_code == 200, again.text
+        assert again.json()["added"] == rows
+        assert observation_count(restarted.url) == before + rows  # then all of it
+    finally:
+        stop_server(restarted)
+
+
+def faulty_writes(engine: Engine, pragma: str) -> None:
+    """Every new write connection of `engine` starts with `pragma` (SQLite)."""
+
+    @event.listens_for(engine, "connect")
+    def _fault(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute(pragma)
+
+
+def make_read_only(db_url: str) -> None:
+    """On PostgreSQL as a replica or a read-only database would be: every transaction is."""
+    name = make_url(db_url).database
+    engine = create_engine(db_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    engine.dispose()
+
+
+def data_dump(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for t in ("city", "observation", "observation_revision", "audit_event")
+            for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY 1"))
+        ]
+
+
+WUXI = {
+    "code": "wuxi",
+    "name_zh": "无锡",
+    "name_en": "Wuxi",
+    "province_zh": "江苏",
+    "province_en": "Jiangsu",
+    "admin_level": "prefecture",
+}
+SQLITE_FULL = pytest.mark.skipif(
+    BACKEND != "sqlite", reason="a full disk is simulated with SQLite's max_page_count only"
+)
+IMPORT = ("POST", "/api/v1/observations/import")
+WRITES = [
+    ("POST", "/api/v1/cities"),
+    ("PATCH", "/api/v1/cities/ningbo"),
+    ("DELETE", "/api/v1/observations/1"),
+    IMPORT,
+]
+
+
+@pytest.mark.parametrize(
+    ("fault", "writes"),
+    [
+        # SQLITE_READONLY, as on a read-only file; PostgreSQL: a read-only database.
+        pytest.param("PRAGMA query_only = ON", WRITES, id="read-only"),
+        # SQLITE_FULL, as on a full disk: the file may not grow by one page. (A small write
+        # may still fit in the pages it has, so the write here is an import.)
+        pytest.param("PRAGMA max_page_count = 1", [IMPORT], id="full", marks=SQLITE_FULL),
+    ],
+)
+async def test_a_read_only_or_full_database_is_a_503(
+    fault: str, writes: list[tuple[str, str]], db_url: str
+) -> None:
+    from app.auth import create_key
+
+    bodies: dict[str, dict[str, Any]] = {
+        "POST": {"json": WUXI},
+        "PATCH": {"json": {"name_en": "Ningpo"}},
+    }
+    indicators = [{"code": "sei_va_share_gdp", "unit_code": "percent"}]
+    bodies["IMPORT"] = {
+        "content": bulk_csv(indicators, ["ningbo", "hefei"], range(1900, 2200)),
+        "headers": {"Content-Type": "text/csv"},
+    }
+    key = {"X-API-Key": create_key(create_engine(db_url, poolclass=NullPool), "k", "write")}
+    if BACKEND == "postgresql":
+        make_read_only(db_url)
+    app = create_app(Settings(database_url=db_url))
+    if BACKEND == "sqlite":
+        faulty_writes(app.state.write_engine, fault)
+    before = data_dump(app.state.engine)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        for method, url in writes:
+            body = dict(bodies.get("IMPORT" if (method, url) == IMPORT else method, {}))
+            headers = {**key, **body.pop("headers", {})}
+            response = await c.request(
+                method, url, **body, params={"reason": "fault test"}, headers=headers
+            )
+            assert (response.status_code, response.headers["content-type"]) == (
+                503,
+                "application/problem+json",
+            ), response.text
+            assert response.json()["detail"] == UNAVAILABLE
+            assert response.headers["retry-after"] == "5"
+        # Reads go on, and nothing was half-written.
+        assert (await c.get("/api/v1/cities/ningbo")).json()["name_en"] == "Ningbo"
+    assert data_dump(app.state.engine) == before
+    app.state.engine.dispose()
+    app.state.write_engine.dispose()
+
+
+def pg_ctl(*args: str) -> None:
+    """pg_ctl on the throwaway server .ci/postgres started (its data is in the socket dir)."""
+    assert TEST_POSTGRES_URL is not None
+    data = Path(make_url(TEST_POSTGRES_URL).query["host"]) / "data"  # type: ignore[arg-type]
+    if not data.is_dir():
+        pytest.fail(f"TEST_POSTGRES_URL is not a server .ci/postgres started ({data} missing)")
+    bindir = subprocess.run(
+        ["bash", "-c", "source .ci/postgres && pg_bindir"], capture_output=True, text=True
+    ).stdout.strip()
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+    subprocess.run([*as_owner, f"{bindir}/pg_ctl", "-D", str(data), "-w", *args], check=True)
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(BACKEND != "postgresql", reason="restarts the PostgreSQL server")
+def test_a_postgresql_restart_is_survived(tmp_path: Path, db_url: str) -> None:
+    server: LiveServer = start_server(db_url, tmp_path / "server.log")
+    key = write_key(db_url)
+    try:
+        urls = [f"{server.url}/api/v1/cities/{c}" for c in ("ningbo", "shenzhen", "hefei")]
+        with httpx.Client(timeout=30) as client:
+            assert [client.get(u).status_code for u in urls * 5] == [200] * 15  # pool warm
+            pg_ctl("restart", "-m", "fast")  # every pooled connection is now dead
+            statuses = [client.get(u).status_code for u in urls * 5]
+            created = client.post(
+                f"{server.url}/api/v1/cities",
+                json=WUXI,
+                params={"reason": "after the restart"},
+                headers=key,
+            )
+        assert statuses == [200] * 15
+        assert created.status_code == 201, created.text
+    finally:
+        stop_server(server)
