@@ -48,6 +48,15 @@ bench: install ## benchmark on SQLite then PostgreSQL (docs/performance.md; BENC
 		datasette==0.65.5 uvloop==0.23.0 httptools==0.9.0 && touch bench/.venv-ref/.ref-1; }
 	$(BIN)/python bench/run.py
 
+# 64 clients for 60 s, 90% reads and 10% curator writes; fails on any error, timeout or lost write.
+# PostgreSQL: TEST_POSTGRES_URL's server, or a throwaway one from .ci/postgres (skipped, loudly, if none).
+.PHONY: load
+LOAD_SECONDS ?= 60
+LOAD_CONNECTIONS ?= 64
+load: install ## load test on SQLite then PostgreSQL (docs/load.md; LOAD_SECONDS, LOAD_CONNECTIONS)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+	LOAD_SECONDS=$(LOAD_SECONDS) LOAD_CONNECTIONS=$(LOAD_CONNECTIONS) $(BIN)/python bench/load.py
+
 PIN := $(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links
 
 lock: ## re-pin requirements.lock (runtime) and requirements-dev.lock (runtime + tests) from pyproject.toml

@@ -4,7 +4,7 @@ import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -179,10 +179,17 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     A request takes one of `db_slots` (as many as the pool has connections) before its session
     can take a connection, and waits for it here, on the loop. Without that, requests holding
     connections waited for worker threads while the threads waited for connections, and the
-    server stalled until the pool timed out."""
+    server stalled until the pool timed out.
+
+    On SQLite, write requests also take turns through `sqlite_writer` (an anyio.Lock: first
+    come, first served), waiting on the loop. Left to SQLite's busy handler, which polls, new
+    writers overtook old ones: under 64 clients some waited past busy_timeout, and got a 503."""
     state = request.app.state
     engine = state.engine if request.method in READ_METHODS else state.write_engine
-    async with db_slot(request):
+    turn: AbstractAsyncContextManager[Any] = nullcontext()
+    if engine is state.write_engine and engine.dialect.name == "sqlite":
+        turn = state.sqlite_writer
+    async with turn, db_slot(request):
         with Session(engine, expire_on_commit=False) as session:
             yield session
 

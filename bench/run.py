@@ -275,16 +275,19 @@ PG_SETTINGS = (
 
 
 class PostgresServer:
-    """The PostgreSQL server for the run: BENCH_POSTGRES_URL's, or a throwaway one from
-    .ci/postgres. The throwaway server is run by a bash helper that sources .ci/postgres,
-    calls pg_start, prints the URL and waits on its stdin; closing that pipe (or this process
-    dying, which closes it too) ends the helper, whose EXIT trap runs pg_stop."""
+    """The PostgreSQL server for the run: the one at `url` (BENCH_POSTGRES_URL's unless
+    given), or a throwaway one from .ci/postgres. The throwaway server is run by a bash helper
+    that sources .ci/postgres, calls pg_start, prints the URL and waits on its stdin; closing
+    that pipe (or this process dying, which closes it too) ends the helper, whose EXIT trap
+    runs pg_stop."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, url: str | None = POSTGRES_URL, named_by: str = "BENCH_POSTGRES_URL"
+    ) -> None:
         self.helper: subprocess.Popen[str] | None = None
         self.dir: Path | None = None
-        if POSTGRES_URL:
-            self.url, self.started_by = POSTGRES_URL, "BENCH_POSTGRES_URL"
+        if url:
+            self.url, self.started_by = url, named_by
             return
         self.started_by = ".ci/postgres (pg_start)"
         script = (
@@ -365,9 +368,17 @@ def pg_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
 # ---------------------------------------------------------------- measurements
 
 
-def wrk(base: str, urls: Path, connections: int, seconds: int) -> dict[str, Any]:
+def wrk(
+    base: str,
+    urls: Path,
+    connections: int,
+    seconds: int,
+    script: Path = BENCH / "wrk.lua",
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """One wrk run over the paths in `urls` (a random one per request); returns req/s,
-    latency and errors."""
+    latency and errors. A `script` that builds on wrk.lua may print more `NAME_JSON {...}`
+    lines; each lands under `name` (bench/load.lua's LOAD_JSON under "load")."""
     cmd = [
         "wrk",
         f"-t{min(THREADS, connections)}",
@@ -376,17 +387,20 @@ def wrk(base: str, urls: Path, connections: int, seconds: int) -> dict[str, Any]
         "--timeout",
         f"{WRK_TIMEOUT_S}s",
         "-s",
-        str(BENCH / "wrk.lua"),
+        str(script),
         base,
     ]
-    env = {**os.environ, "BENCH_URLS": str(urls)}
+    env = {**os.environ, **(env or {}), "BENCH_URLS": str(urls)}
     done = subprocess.run(
         cmd, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False
     )
-    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
-    if line is None:
+    printed = {
+        m.group(1).lower(): json.loads(m.group(2))
+        for m in re.finditer(r"^([A-Z]+)_JSON (\{.*\})$", done.stdout, re.M)
+    }
+    if "bench" not in printed:
         raise RuntimeError(f"wrk gave no result ({done.returncode}): {done.stdout}{done.stderr}")
-    raw = json.loads(line.removeprefix("BENCH_JSON "))
+    raw = printed.pop("bench")
     e, lat = raw["errors"], raw["latency_us"]
     seconds_run = raw["duration_us"] / 1e6
     return {
@@ -403,6 +417,7 @@ def wrk(base: str, urls: Path, connections: int, seconds: int) -> dict[str, Any]
         "socket_errors": e["connect"] + e["read"] + e["write"],
         "timeouts": e["timeout"],  # wrk's count of checks that found a request over --timeout
         "mb_per_s": round(raw["bytes"] / seconds_run / 1e6, 2),
+        **printed,
     }
 
 

@@ -1,6 +1,7 @@
 -- wrk script for bench/run.py: each request picks a random path from the file named by
 -- BENCH_URLS (one path per line), and `done` prints one JSON line with the results.
 --   BENCH_URLS=urls.txt wrk -t2 -c64 -d10s -s bench/wrk.lua http://127.0.0.1:PORT
+-- bench/load.lua runs this file first and wraps its setup, init, request and done.
 
 local function load_paths(name)
   local paths = {}
