@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 LOCK   := requirements-dev.lock
 STAMP  := $(VENV)/.installed-$(shell sha1sum $(LOCK) | cut -c1-12)
 
-.PHONY: install serve test check lint format migrate seed export lock clean bench
+.PHONY: install serve test check lint format migrate seed export lock clean bench fuzz
 
 install: $(STAMP)
 
@@ -19,6 +19,9 @@ serve: install ## migrate, seed an empty database, serve on HOST:PORT (DATABASE_
 
 test: check ## lint, types, then the whole suite on SQLite and on PostgreSQL (.ci/suites)
 	bash .ci/suites $(PYTEST_ARGS)
+
+fuzz: install ## contract fuzzing: schemathesis against a live server on throwaway databases (.ci/fuzz)
+	bash .ci/fuzz
 
 check: install ## lint, format and type checks
 	$(BIN)/ruff check app tests migrations

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic_core import to_json
 
 from app.errors import BadRequest
@@ -28,6 +28,7 @@ CursorQuery = Annotated[
     str | None,
     Query(
         max_length=200,
+        pattern="^[A-Za-z0-9_-]+$",  # unpadded base64url (queries.encode_cursor)
         description="Opaque cursor: the `next` value of the previous page (e.g. `MTA`). "
         "Omit it for the first page.",
     ),
@@ -101,6 +102,12 @@ def json_page(request: Request, page: Slice, limit: int, items: list[dict[str, A
 
 MAX_CODES = 100
 VALID_CODE = re.compile(CODE_PATTERN)
+_CODE = CODE_PATTERN.strip("^$")
+# One value of a codes filter, as split_codes reads it: codes between commas, spaces around
+# them and empty ones allowed (the schema says so, so that no well-formed filter is a 422).
+CODES_PATTERN = f"^ *(?:{_CODE})? *(?:, *(?:{_CODE})? *)*$"
+# Checked by split_codes, whose message is clearer than a regex's.
+Codes = list[Annotated[str, WithJsonSchema({"type": "string", "pattern": CODES_PATTERN})]]
 
 
 def codes_query(what: str, *examples: str) -> Any:
@@ -113,13 +120,13 @@ def codes_query(what: str, *examples: str) -> Any:
 
 
 def split_codes(values: Sequence[str] | str | None) -> list[str]:
-    """`['ningbo, shenzhen', 'hefei']` -> ['ningbo', 'shenzhen', 'hefei'] (order kept, blanks and
-    repeats dropped); more than MAX_CODES codes is a 422."""
+    """`['ningbo, shenzhen', 'hefei']` -> ['ningbo', 'shenzhen', 'hefei'] (order kept, spaces,
+    empty codes and repeats dropped); more than MAX_CODES codes is a 422."""
     if not values:
         return []
     if isinstance(values, str):
         values = [values]
-    codes = list(dict.fromkeys(c.strip() for v in values for c in v.split(",") if c.strip()))
+    codes = list(dict.fromkeys(c.strip(" ") for v in values for c in v.split(",") if c.strip(" ")))
     if len(codes) > MAX_CODES:
         raise BadRequest(f"At most {MAX_CODES} codes per filter; {len(codes)} were given.")
     malformed = [c for c in codes if not VALID_CODE.fullmatch(c)]

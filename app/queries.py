@@ -2,7 +2,6 @@
 not ORM objects: the API validates them once, on the way out."""
 
 import base64
-import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ def decode_cursor(cursor: str, as_int: bool) -> str | int:
         raw = base64.b64decode(
             cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True
         ).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 inside
         raw = None
     shape = CURSOR_INT if as_int else CURSOR_CODE
     if raw is None or encode_cursor(raw) != cursor or not shape.fullmatch(raw):

@@ -270,8 +270,11 @@ def update_observation(
     new_inputs = old_inputs if inputs is None else sorted(set(inputs))
     try:
         check_derivation(new["is_derived"], new["formula"], new_inputs)
-    except ValueError as exc:
-        raise invalid([("derived_from", str(exc))]) from None
+    except ValueError as exc:  # the body agrees with itself (ObservationUpdate), not with the row
+        raise Conflict(
+            f"{exc}; observation {obs.id} is {'derived' if obs.is_derived else 'stated'}: "
+            "send is_derived, formula and derived_from together to change that"
+        ) from None
     problems = observation_problems(session, {**new, "id": obs.id}, unit_code, new_inputs)
     if problems:
         raise invalid(problems)

@@ -346,7 +346,7 @@ async def test_patch_writes_a_version_and_keeps_the_old_one(
         ({"period": None}, 200, '"period":null'),
         ({"period": 2023, "value": 1}, 200, '"value":1.0'),
         ({"city_code": "ningbo"}, 422, "Extra inputs are not permitted"),
-        ({"is_derived": True}, 422, "a derived value needs"),
+        ({"is_derived": True}, 409, "a derived value needs"),  # valid alone; not with the row
     ],
 )
 async def test_patch_observation(

@@ -2,10 +2,11 @@
 vocabularies (qualifier, admin level, industry role, key scope) and the write-model bases."""
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import ConfigDict, StringConstraints, model_validator
+from annotated_types import Interval
+from pydantic import BeforeValidator, ConfigDict, Strict, StringConstraints, model_validator
 from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
@@ -59,6 +60,18 @@ def utcnow() -> datetime:
 
 Code = Annotated[str, StringConstraints(pattern=CODE_PATTERN, max_length=64)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# A row id another row refers to: ids are INTEGER columns (PostgreSQL's is 32-bit).
+RowId = Annotated[int, Interval(ge=1, le=2**31 - 1)]
+
+
+def _iso_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 date string, e.g. 2024-03-01")
+    return value
+
+
+# A date sent as JSON: ISO 8601 text only (lax parsing also took numbers, as Unix timestamps).
+DateText = Annotated[date, Strict(False), BeforeValidator(_iso_text)]
 
 
 def _storable(value: Any) -> bool:
@@ -75,8 +88,38 @@ def _storable(value: Any) -> bool:
     return "\x00" not in value
 
 
+def _write_schema(schema: dict[str, Any], model: type) -> None:
+    """The schema says what validation enforces: an update model's fields are optional
+    (absent: unchanged) but null only where the column allows it; `schema_rules` add what
+    spans fields."""
+    schema.update(getattr(model, "schema_rules", {}))
+    nullable = getattr(model, "nullable", None)
+    if nullable is None:
+        return
+    for name, prop in schema.get("properties", {}).items():
+        branches = prop.get("anyOf", [])
+        if name in nullable or {"type": "null"} not in branches:
+            continue
+        rest = [b for b in branches if b != {"type": "null"}]
+        del prop["anyOf"]
+        prop.pop("default", None)
+        prop.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 class WriteModel(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    # Strict: a JSON body's types are taken as sent, so `false` or "2024" is no year, 1 is no
+    # boolean and 0 is no date (lax validation coerced them, against the schema).
+    model_config = ConfigDict(  # type: ignore[assignment]
+        extra="forbid", strict=True, json_schema_extra=_write_schema
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -87,6 +130,15 @@ class WriteModel(SQLModel):
                 raise ValueError(
                     f"{', '.join(bad)}: text may not contain NUL or unpaired surrogate characters"
                 )
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_integers(cls, data: Any) -> Any:
+        """JSON does not tell 2024 from 2024.0, and neither does the schema's `integer`; strict
+        validation would, so an integral number is taken as the integer it is."""
+        if isinstance(data, dict):
+            return {k: _integral(v) for k, v in data.items()}
         return data
 
 
@@ -105,10 +157,33 @@ class UpdateModel(WriteModel):
         return self
 
 
+DERIVATION_RULE = "a derived value needs is_derived=true, a formula and derived_from ids; other values none of them"
+
+
 def check_derivation(
     is_derived: bool | None, formula: str | None, inputs: Sequence[object] | None
 ) -> None:
     if not (bool(is_derived) == (formula is not None) == bool(inputs)):
-        raise ValueError(
-            "a derived value needs is_derived=true, a formula and derived_from ids; other values none of them"
-        )
+        raise ValueError(DERIVATION_RULE)
+
+
+def derivation_rules(required: bool) -> dict[str, Any]:
+    """check_derivation as JSON Schema: is_derived, formula and derived_from agree (`required`:
+    a derived value sends all three)."""
+    derived: dict[str, Any] = {
+        "properties": {
+            "is_derived": {"const": True},
+            "formula": {"type": "string"},
+            "derived_from": {"minItems": 1},
+        }
+    }
+    if required:
+        derived["required"] = ["is_derived", "formula", "derived_from"]
+    stated = {
+        "properties": {
+            "is_derived": {"const": False},
+            "formula": {"type": "null"},
+            "derived_from": {"maxItems": 0},
+        }
+    }
+    return {"anyOf": [derived, stated]}

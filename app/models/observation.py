@@ -2,20 +2,23 @@
 curators write them with."""
 
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import model_validator
 from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, String, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import (
+    DERIVATION_RULE,
     FORMULA_EXAMPLE,
     QUOTE_EXAMPLE,
     Qualifier,
+    RowId,
     UpdateModel,
     WriteModel,
     _in,
     check_derivation,
+    derivation_rules,
 )
 
 # ---------------------------------------------------------------- observation
@@ -241,7 +244,27 @@ class RevisionPublic(RevisionBase):
 class ObservationCreate(ObservationBase, WriteModel):
     """A new observation. `unit_code`, if sent, must be the indicator's unit."""
 
-    derived_from: list[int] = Field(
+    schema_rules: ClassVar[dict[str, Any]] = {
+        **derivation_rules(required=True),
+        "examples": [
+            {
+                "city_code": "shenzhen",
+                "indicator_code": "sei_va_share_gdp",
+                "period": 2024,
+                "value": 42.5,
+                "value_text": "42.5%",
+                "qualifier": "exact",
+                "source_id": 1,
+                "quote": QUOTE_EXAMPLE,
+                "unit_code": "percent",
+            }
+        ],
+    }
+
+    source_id: RowId = Field(
+        description="Id of the source the value was read from.", schema_extra={"examples": [1]}
+    )
+    derived_from: list[RowId] = Field(
         default=[],
         max_length=100,
         description="Ids of the input observations (only for a derived value).",
@@ -264,6 +287,10 @@ class ObservationUpdate(UpdateModel):
     """A correction. The old version stays in the history."""
 
     nullable: ClassVar[frozenset[str]] = frozenset({"period", "formula", "note"})
+    schema_rules: ClassVar[dict[str, Any]] = {
+        **derivation_rules(required=False),
+        "examples": [{"value": 41.9, "value_text": "41.9%", "qualifier": "exact"}],
+    }
     period: int | None = Field(
         default=None,
         ge=1900,
@@ -297,15 +324,14 @@ class ObservationUpdate(UpdateModel):
         description="How a derived value was computed; null for a stated value.",
         schema_extra={"examples": [FORMULA_EXAMPLE]},
     )
-    derived_from: list[int] | None = Field(
+    derived_from: list[RowId] | None = Field(
         default=None,
         max_length=100,
         description="Ids of the input observations of a derived value.",
         schema_extra={"examples": [[23, 24]]},
     )
-    source_id: int | None = Field(
+    source_id: RowId | None = Field(
         default=None,
-        ge=1,
         description="Id of the source the value was read from.",
         schema_extra={"examples": [1]},
     )
@@ -326,6 +352,22 @@ class ObservationUpdate(UpdateModel):
         description="Optional check: the indicator's unit.",
         schema_extra={"examples": ["percent"]},
     )
+
+    @model_validator(mode="after")
+    def _derivation(self) -> "ObservationUpdate":
+        """The derivation fields sent agree with each other; with the stored ones, the write
+        checks (a 409 if they do not)."""
+        sent = self.model_fields_set
+        claims = set()
+        if "is_derived" in sent:
+            claims.add(bool(self.is_derived))
+        if "formula" in sent:
+            claims.add(self.formula is not None)
+        if "derived_from" in sent:
+            claims.add(bool(self.derived_from))
+        if len(claims) > 1:
+            raise ValueError(DERIVATION_RULE)
+        return self
 
 
 class ImportReport(SQLModel):

@@ -6,6 +6,7 @@ from typing import ClassVar
 from sqlmodel import Field, SQLModel
 
 from app.models.base import (
+    DateText,
     UpdateModel,
     WriteModel,
 )
@@ -85,6 +86,16 @@ class SourcePublic(SourceBase):
 class SourceCreate(SourceBase, WriteModel):
     """A new source."""
 
+    published_on: DateText | None = Field(
+        default=None, description="Printed date; null if none is printed."
+    )
+    reference_year: int = Field(
+        ge=1900,
+        le=2200,
+        description="Year that undated ('as of the source') values stand for; used by latest.",
+        schema_extra={"examples": [2024]},
+    )
+
 
 class SourceUpdate(UpdateModel):
     """Fields of a source to change."""
@@ -137,7 +148,7 @@ class SourceUpdate(UpdateModel):
         description="The interviewee's position, as printed.",
         schema_extra={"examples": ["宁波市工业和智能经济研究院院长"]},
     )
-    published_on: date | None = Field(
+    published_on: DateText | None = Field(
         default=None, description="Printed date; null if none is printed."
     )
     published_inferred: str | None = Field(

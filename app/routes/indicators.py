@@ -21,6 +21,7 @@ from app.models import (
 )
 from app.pagination import (
     BomQuery,
+    Codes,
     CursorQuery,
     LimitQuery,
     ListPage,
@@ -34,7 +35,7 @@ from app.writes import Conflict, create_row, delete_row, update_row
 router = APIRouter(prefix="/indicators", tags=["indicators"])
 
 DimensionQuery = Annotated[
-    list[str] | None, codes_query("dimensions", "new_industries", "new_drivers,new_models")
+    Codes | None, codes_query("dimensions", "new_industries", "new_drivers,new_models")
 ]
 
 

@@ -1,10 +1,12 @@
 """Observations: one value of one indicator for one city and period, with its provenance."""
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BeforeValidator
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -30,6 +32,7 @@ from app.models import (
 )
 from app.pagination import (
     BomQuery,
+    Codes,
     CursorQuery,
     LimitQuery,
     ListPage,
@@ -53,11 +56,21 @@ from app.writes import (
 
 router = APIRouter(tags=["observations"])
 
+DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
+
+
+def _date_time_text(value: object) -> object:
+    """A date and time, as the schema's `date-time` says (lax parsing also took a bare date,
+    and numbers as Unix timestamps)."""
+    if isinstance(value, str) and not DATE_TIME.match(value):
+        raise ValueError("expected an ISO 8601 date and time, e.g. 2026-01-01T00:00:00Z")
+    return value
+
 
 async def observation_filter(
-    city: Annotated[list[str] | None, codes_query("cities", "ningbo", "ningbo,shenzhen")] = None,
-    indicator: Annotated[list[str] | None, codes_query("indicators", "nev_output")] = None,
-    dimension: Annotated[list[str] | None, codes_query("dimensions", "new_industries")] = None,
+    city: Annotated[Codes | None, codes_query("cities", "ningbo", "ningbo,shenzhen")] = None,
+    indicator: Annotated[Codes | None, codes_query("indicators", "nev_output")] = None,
+    dimension: Annotated[Codes | None, codes_query("dimensions", "new_industries")] = None,
     year_from: Annotated[
         int | None,
         Query(
@@ -86,6 +99,7 @@ async def observation_filter(
     ] = False,
     as_of: Annotated[
         datetime | None,
+        BeforeValidator(_date_time_text),
         Query(
             description="The data as it stood at this moment (ISO 8601; UTC if no offset): "
             "later corrections are undone, later deletions restored, later additions hidden.",
@@ -146,7 +160,7 @@ def _observation_id(
         int,
         Path(
             ge=1,
-            le=2**63 - 1,
+            le=2**31 - 1,  # observation.id is INTEGER: 32-bit on PostgreSQL
             description="Observation id.",
             openapi_examples={"one": {"value": 12}},
         ),
