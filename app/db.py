@@ -8,14 +8,17 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from app.config import ROOT, Settings
+from app.errors import RETRY_AFTER_S
 from app.prepared import Reader
 
 if TYPE_CHECKING:
@@ -152,6 +155,7 @@ def make_engine(settings: Settings, write: bool = False, timeout_ms: int = 0) ->
     return engine
 
 
+WRITERS_QUEUED = "Too many writes are waiting their turn; try again shortly."
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -179,19 +183,36 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     A request takes one of `db_slots` (as many as the pool has connections) before its session
     can take a connection, and waits for it here, on the loop. Without that, requests holding
     connections waited for worker threads while the threads waited for connections, and the
-    server stalled until the pool timed out.
-
-    On SQLite, write requests also take turns through `sqlite_writer` (an anyio.Lock: first
-    come, first served), waiting on the loop. Left to SQLite's busy handler, which polls, new
-    writers overtook old ones: under 64 clients some waited past busy_timeout, and got a 503."""
+    server stalled until the pool timed out. On SQLite a write request first waits for its
+    turn to write (writer_turn)."""
     state = request.app.state
     engine = state.engine if request.method in READ_METHODS else state.write_engine
     turn: AbstractAsyncContextManager[Any] = nullcontext()
     if engine is state.write_engine and engine.dialect.name == "sqlite":
-        turn = state.sqlite_writer
+        turn = writer_turn(request)
     async with turn, db_slot(request):
         with Session(engine, expire_on_commit=False) as session:
             yield session
+
+
+@asynccontextmanager
+async def writer_turn(request: Request) -> AsyncIterator[None]:
+    """SQLite's one writer at a time, taken in turn (`sqlite_writer`, an anyio.Lock: first come,
+    first served), waiting on the loop. Left to SQLite's busy handler, which polls, new writers
+    overtook old ones: under 64 clients some waited past busy_timeout and got a 503. A write
+    that cannot have its turn within DB_POOL_TIMEOUT gets a 503 too, but a clean one."""
+    state = request.app.state
+    try:
+        with anyio.fail_after(state.settings.db_pool_timeout):
+            await state.sqlite_writer.acquire()
+    except TimeoutError:
+        raise HTTPException(
+            503, WRITERS_QUEUED, headers={"Retry-After": str(RETRY_AFTER_S)}
+        ) from None
+    try:
+        yield
+    finally:
+        state.sqlite_writer.release()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

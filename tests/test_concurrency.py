@@ -13,6 +13,7 @@ from sqlalchemy import event
 
 from app.auth import create_key
 from app.config import Settings
+from app.db import WRITERS_QUEUED
 from app.main import create_app
 from tests.conftest import LiveServer, run_cli, sqlite_only, start_server, stop_server
 from tests.test_curators import NEW_OBSERVATION
@@ -184,3 +185,41 @@ async def test_sqlite_writers_take_turns_in_the_app(db_url: str) -> None:
         r.text for r in responses if r.status_code >= 300
     ]
     assert history.json()["total"] == 1 + 20
+
+
+@sqlite_only
+@pytest.mark.anyio
+async def test_a_sqlite_writer_that_cannot_have_its_turn_gets_a_clean_503(db_url: str) -> None:
+    app = create_app(Settings(database_url=db_url, db_pool_timeout=0.3))
+    key = create_key(app.state.write_engine, "curator", "write")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers={"X-API-Key": key}
+    ) as client:
+        held, done = anyio.Event(), anyio.Event()
+
+        async def endless_write() -> None:  # holds the turn until told to stop
+            async with app.state.sqlite_writer:
+                held.set()
+                await done.wait()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(endless_write)
+            await held.wait()
+            response = await client.patch(
+                "/api/v1/observations/12", json={"note": "waits"}, params={"reason": "queue"}
+            )
+            assert (await client.get("/api/v1/observations/12")).status_code == 200  # reads on
+            done.set()
+        assert (response.status_code, response.headers["content-type"]) == (
+            503,
+            "application/problem+json",
+        )
+        assert response.json()["detail"] == WRITERS_QUEUED
+        assert response.headers["retry-after"] == "5"
+        after = await client.patch(
+            "/api/v1/observations/12", json={"note": "its turn"}, params={"reason": "queue"}
+        )
+        assert after.status_code == 200, after.text
+    app.state.engine.dispose()
+    app.state.write_engine.dispose()
