@@ -45,13 +45,14 @@ from app.queries import (
     observations_select,
     paginate,
 )
+from app.routes import API_PREFIX
 from app.writes import (
     create_observation,
     delete_observation,
     update_observation,
 )
 
-router = APIRouter(tags=["observations"])
+router = APIRouter(prefix=API_PREFIX, tags=["observations"])
 
 
 async def observation_filter(
