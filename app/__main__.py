@@ -5,23 +5,31 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.config import get_settings
+from app.config import Settings, get_settings
+
+
+def prepare_database(settings: Settings) -> None:
+    """Migrates a database that is behind and seeds an empty one: what `serve` does once,
+    before its workers start. At head it reads the version and one row, nothing more."""
+    from app.db import at_head, make_engine, migrate
+    from app.seed import is_empty, load_seed
+
+    engine = make_engine(settings)
+    try:
+        if not at_head(engine):
+            migrate(settings.database_url)
+        if is_empty(engine):
+            report = load_seed(engine, settings.seed_dir)
+            print(f"seeded an empty database: {report.changed} rows", file=sys.stderr)
+    finally:
+        engine.dispose()
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.db import at_head, make_engine, migrate
-    from app.seed import is_empty, load_seed
-
     settings = get_settings()
-    engine = make_engine(settings)
-    if not at_head(engine):
-        migrate(settings.database_url)
-    if is_empty(engine):
-        report = load_seed(engine, settings.seed_dir)
-        print(f"seeded an empty database: {report.changed} rows", file=sys.stderr)
-    engine.dispose()
+    prepare_database(settings)
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -1,17 +1,23 @@
 """Migrations create, upgrade and downgrade the schema; models and migrations do not drift;
 the constraints hold, on SQLite and PostgreSQL alike."""
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
+import app.db
+from app.__main__ import prepare_database
 from app.config import ROOT, Settings
-from app.db import alembic_config, at_head, make_engine, migrate
+from app.db import MIGRATIONS, alembic_config, at_head, make_engine, migrate, migration_heads
+from app.seed import is_empty
 from tests.conftest import sqlite_only
 
 TABLES = {
@@ -142,6 +148,123 @@ def test_at_head_tells_when_serve_must_migrate(empty_db_url: str) -> None:
         assert at_head(engine) is True
     finally:
         engine.dispose()
+
+
+MIGRATION = """\"\"\"{revision}\"\"\"
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = {revision!r}
+down_revision: str | tuple[str, ...] | None = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("probe_{revision}", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade() -> None:
+    op.drop_table("probe_{revision}")
+"""
+
+
+def add_migration(folder: Path, revision: str, down: str | tuple[str, ...] | None) -> None:
+    path = folder / f"20261201_{revision}_probe.py"
+    path.write_text(MIGRATION.format(revision=revision, down=down), encoding="utf-8")
+
+
+def alembic_heads(folder: Path) -> set[str]:
+    script = ScriptDirectory(str(ROOT / "migrations"), version_locations=[str(folder)])
+    return set(script.get_heads())
+
+
+def test_migration_heads_are_alembics() -> None:
+    assert migration_heads(MIGRATIONS) == alembic_heads(MIGRATIONS) == {"0002"}
+
+
+@pytest.mark.parametrize(
+    ("added", "heads"),
+    [
+        ([("0003", "0002")], {"0003"}),
+        ([("0003a", "0002"), ("0003b", "0002")], {"0003a", "0003b"}),  # two branches
+        ([("0003a", "0002"), ("0003b", "0002"), ("0004", ("0003a", "0003b"))], {"0004"}),  # merged
+    ],
+)
+def test_migration_heads_follow_new_migrations(
+    tmp_path: Path, added: list[tuple[str, str | tuple[str, ...]]], heads: set[str]
+) -> None:
+    shutil.copytree(MIGRATIONS, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__*"))
+    for revision, down in added:
+        add_migration(tmp_path, revision, down)
+    assert migration_heads(tmp_path) == alembic_heads(tmp_path) == heads
+
+
+def test_a_revision_that_is_not_a_literal_means_migrate(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the files cannot say which revision is newest, `serve` runs the upgrade."""
+    add_migration(tmp_path, "0001", None)
+    (tmp_path / "20261201_0002_computed.py").write_text(
+        'revision = "00" + "02"\ndown_revision = "0001"\n', encoding="utf-8"
+    )
+    assert migration_heads(tmp_path) is None
+    monkeypatch.setattr(app.db, "MIGRATIONS", tmp_path)
+    engine = make_engine(Settings(database_url=db_url))
+    try:
+        assert at_head(engine) is False
+    finally:
+        engine.dispose()
+
+
+def test_serve_migrates_a_database_a_new_migration_leaves_behind(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database at today's head is behind once a migration is added; `serve` applies it."""
+    shutil.copy(ROOT / "alembic.ini", tmp_path)
+    shutil.copytree(
+        ROOT / "migrations", tmp_path / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    add_migration(tmp_path / "migrations" / "versions", "0003", "0002")
+    monkeypatch.setattr(app.db, "ROOT", tmp_path)  # alembic.ini, hence the migrations
+    monkeypatch.setattr(app.db, "MIGRATIONS", tmp_path / "migrations" / "versions")
+    engine = make_engine(Settings(database_url=db_url))
+    try:
+        assert at_head(engine) is False
+        prepare_database(Settings(database_url=db_url))
+        assert at_head(engine) is True
+    finally:
+        engine.dispose()
+    assert tables(db_url) == TABLES | {"probe_0003"}
+
+
+def test_serve_migrates_a_database_behind_and_seeds_an_empty_one(empty_db_url: str) -> None:
+    url = empty_db_url
+    migrate(url, "0001")
+    prepare_database(Settings(database_url=url))
+    assert tables(url) == TABLES
+    engine = make_engine(Settings(database_url=url))
+    try:
+        assert at_head(engine) is True
+        assert is_empty(engine) is False
+    finally:
+        engine.dispose()
+
+
+def test_serve_at_head_leaves_alembic_unimported(db_url: str) -> None:
+    """Importing Alembic costs a quarter of a second of start-up; at head it is not needed."""
+    script = (
+        "import sys\n"
+        "from app.__main__ import prepare_database\n"
+        "from app.config import Settings\n"
+        f"prepare_database(Settings(database_url={db_url!r}))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout == "[]\n"
 
 
 def test_concurrent_migrations_do_not_race(empty_db_url: str) -> None:

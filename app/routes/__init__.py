@@ -1,1 +1,3 @@
-"""One router per resource, mounted under /api/v1 by app.main."""
+"""One router per resource; app.main serves their routes, all under API_PREFIX but /healthz."""
+
+API_PREFIX = "/api/v1"

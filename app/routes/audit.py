@@ -9,8 +9,9 @@ from app.errors import problem_responses
 from app.models import AuditEvent, AuditEventPublic
 from app.pagination import CursorQuery, LimitQuery, ListPage, page_of
 from app.queries import paginate
+from app.routes import API_PREFIX
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix=f"{API_PREFIX}/audit", tags=["audit"])
 
 
 @router.get("", responses=problem_responses(401, 403, 422), summary="The audit log")

@@ -22,9 +22,10 @@ from app.models import (
 )
 from app.pagination import BomQuery, CursorQuery, LimitQuery, ListPage, page_of
 from app.queries import ObservationFilter, observation_dicts, observations_select, paginate
+from app.routes import API_PREFIX
 from app.writes import create_row, delete_row, update_row
 
-router = APIRouter(prefix="/cities", tags=["cities"])
+router = APIRouter(prefix=f"{API_PREFIX}/cities", tags=["cities"])
 
 
 def city_by_code(

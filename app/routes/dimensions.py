@@ -10,8 +10,9 @@ from app.errors import NotFound, problem_responses
 from app.models import CODE_PATTERN, Dimension, DimensionDetail, DimensionPublic
 from app.pagination import CursorQuery, LimitQuery, ListPage, page_of
 from app.queries import dimension_coverage, paginate
+from app.routes import API_PREFIX
 
-router = APIRouter(prefix="/dimensions", tags=["dimensions"])
+router = APIRouter(prefix=f"{API_PREFIX}/dimensions", tags=["dimensions"])
 
 
 def dimension_by_code(

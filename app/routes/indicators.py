@@ -30,9 +30,10 @@ from app.pagination import (
     split_codes,
 )
 from app.queries import check_codes, indicator_dicts, indicator_select, paginate
+from app.routes import API_PREFIX
 from app.writes import Conflict, create_row, delete_row, update_row
 
-router = APIRouter(prefix="/indicators", tags=["indicators"])
+router = APIRouter(prefix=f"{API_PREFIX}/indicators", tags=["indicators"])
 
 DimensionQuery = Annotated[
     Codes | None, codes_query("dimensions", "new_industries", "new_drivers,new_models")

@@ -48,13 +48,14 @@ from app.queries import (
     observations_select,
     paginate,
 )
+from app.routes import API_PREFIX
 from app.writes import (
     create_observation,
     delete_observation,
     update_observation,
 )
 
-router = APIRouter(tags=["observations"])
+router = APIRouter(prefix=API_PREFIX, tags=["observations"])
 
 DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
 

@@ -11,9 +11,10 @@ from app.errors import NotFound, problem_responses
 from app.models import Source, SourceCreate, SourcePublic, SourceUpdate
 from app.pagination import CursorQuery, LimitQuery, ListPage, page_of
 from app.queries import paginate
+from app.routes import API_PREFIX
 from app.writes import create_row, delete_row, update_row
 
-router = APIRouter(prefix="/sources", tags=["sources"])
+router = APIRouter(prefix=f"{API_PREFIX}/sources", tags=["sources"])
 
 
 def source_by_id(
