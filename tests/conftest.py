@@ -6,10 +6,12 @@ The suite runs on SQLite by default. With TEST_POSTGRES_URL set (a URL to the se
 `postgres` database, as .ci/run sets it), every database is created on that PostgreSQL server.
 """
 
+import contextlib
 import csv
 import itertools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -209,6 +211,7 @@ def start_server(
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: workers are stopped with it
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -219,14 +222,24 @@ def start_server(
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
+            kill_group(process)
             raise RuntimeError(f"server did not start:\n{log.read_text()}")
         time.sleep(0.1)
 
 
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to the server and any worker it left behind."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
 def stop_server(server: LiveServer) -> None:
     server.process.terminate()
-    server.process.wait(timeout=10)
+    try:
+        server.process.wait(timeout=10)
+    finally:
+        kill_group(server.process)
 
 
 @pytest.fixture(scope="module")
