@@ -40,7 +40,10 @@ class Settings(BaseSettings):
         20, ge=0, description="Extra connections for streamed exports (DB_MAX_OVERFLOW)."
     )
     db_pool_timeout: float = Field(
-        30, gt=0, description="Seconds to wait for a pooled connection (DB_POOL_TIMEOUT)."
+        30,
+        gt=0,
+        description="Seconds to wait for a pooled connection, and on SQLite for a write's "
+        "turn at the one writer (DB_POOL_TIMEOUT; 503 after).",
     )
     db_pool_pre_ping: bool = Field(
         True,
