@@ -22,6 +22,7 @@ from tests.conftest import (
     BACKEND,
     TEST_POSTGRES_URL,
     LiveServer,
+    kill_group,
     run_cli,
     start_server,
     stop_server,
@@ -59,7 +60,8 @@ def write_key(database_url: str) -> dict[str, str]:
 
 def writing_started(database_url: str) -> Callable[[], bool]:
     """Whether the import's rows are going in: on SQLite its transaction has spilled pages
-    into the WAL; on PostgreSQL the server is running its INSERT."""
+    into the WAL; on PostgreSQL a transaction of the app's has written (it has an xid; its
+    statements themselves are too quick to catch running)."""
     if BACKEND == "sqlite":
         wal = Path(f"{make_url(database_url).database}-wal")
         before = wal.stat().st_size if wal.exists() else 0
@@ -67,7 +69,7 @@ def writing_started(database_url: str) -> Callable[[], bool]:
     engine = create_engine(database_url, poolclass=NullPool)
     active = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid() AND state = 'active' AND query ILIKE 'INSERT%observation%'"
+        "AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL"
     )
 
     def inserting() -> bool:
@@ -103,14 +105,16 @@ def test_sigkill_mid_import_keeps_all_or_nothing(tmp_path: Path, empty_db_url: s
             outcome["error"] = exc
 
     uploading = threading.Thread(target=upload)
-    uploading.start()
-    deadline = time.monotonic() + 60
-    while not started() and time.monotonic() < deadline and uploading.is_alive():
-        time.sleep(0.02)
-    assert started(), "the import never started writing"
-    server.process.send_signal(signal.SIGKILL)
-    server.process.wait(timeout=10)
-    uploading.join(timeout=30)
+    try:
+        uploading.start()
+        deadline = time.monotonic() + 60
+        while not started() and time.monotonic() < deadline and uploading.is_alive():
+            time.sleep(0.01)
+        assert started(), "the import never started writing"
+    finally:
+        server.process.send_signal(signal.SIGKILL)
+        kill_group(server.process)
+        uploading.join(timeout=30)
     assert "response" not in outcome, "the import finished before the kill"
     assert isinstance(outcome["error"], httpx.TransportError)
 
