@@ -125,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings, timeout_ms=timeout)
     app.state.write_engine = make_engine(settings, write=True, timeout_ms=timeout)
     app.state.db_slots = anyio.CapacityLimiter(settings.pool_size)  # see db.get_session
-    app.state.sqlite_writer = anyio.Lock()  # see db.get_session
+    app.state.sqlite_writer = anyio.Lock()  # see db.writer_turn
     errors.install(app)
     # Innermost first: the cache sits inside CORS, so cached answers get the caller's CORS
     # headers, and so do errors, unexpected ones included. Rate limits sit outside the cache,

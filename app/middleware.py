@@ -128,22 +128,22 @@ class RateLimits(HTTPMiddleware):
         self.reads = parse_many(reads) if reads else []
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
-    def _limits(self, scope: Scope) -> list[RateLimitItem]:
+    def _limits(self, scope: Scope) -> tuple[str, list[RateLimitItem]]:
+        """What kind of request this is, and the limits it counts against."""
         if scope["method"] in self.WRITES:
-            return self.writes
+            return "writes", self.writes
         if scope["method"] in ("GET", "HEAD") and scope["path"].startswith("/api/"):
-            return self.reads
-        return []
+            return "reads", self.reads
+        return "", []
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        items = self._limits(scope)
+        what, items = self._limits(scope)
         if items:
             client = (scope.get("client") or ("unknown",))[0]
             over = [item for item in items if not self.limiter.test(item, client)]
             if over:
                 reset = max(self.limiter.get_window_stats(i, client).reset_time for i in over)
                 retry = max(1, math.ceil(reset - time.time()))
-                what = "writes" if scope["method"] in self.WRITES else "reads"
                 limits = "; ".join(str(i) for i in over)
                 detail = f"Too many {what} from {client} (limit {limits}); retry in {retry} s."
                 response = errors.problem(Request(scope), 429, detail)

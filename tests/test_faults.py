@@ -27,10 +27,10 @@ from tests.conftest import (
     start_server,
     stop_server,
 )
+from tests.test_import import HEADER
 
 pytestmark = pytest.mark.anyio
 
-HEADER = "city_code,indicator_code,unit_code,period,value,value_text,qualifier,is_derived,formula,derived_from,source_id,quote,note"
 UNAVAILABLE = "The database is unavailable; try again shortly."
 
 
