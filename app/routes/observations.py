@@ -49,13 +49,14 @@ from app.queries import (
     paginate,
 )
 from app.routes import API_PREFIX
+from app.routing import QueryRoute
 from app.writes import (
     create_observation,
     delete_observation,
     update_observation,
 )
 
-router = APIRouter(prefix=API_PREFIX, tags=["observations"])
+router = APIRouter(prefix=API_PREFIX, tags=["observations"], route_class=QueryRoute)
 
 DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
 

@@ -1,0 +1,127 @@
+"""QueryRoute reads parameters exactly as FastAPI does: the same values, the same errors."""
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+from fastapi.dependencies.utils import solve_dependencies
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+
+from app.errors import BadRequest
+from app.routes import cities, observations
+from app.routing import Plan, QueryRoute
+
+pytestmark = pytest.mark.anyio
+
+
+def _route(router: Any, path: str, method: str = "GET") -> APIRoute:
+    (route,) = [r for r in router.routes if r.path == path and method in r.methods]
+    assert isinstance(route, APIRoute)
+    return route
+
+
+def _request(query: str, path_params: dict[str, str] | None = None) -> Request:
+    return Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "query_string": query.encode(),
+            "headers": [],
+            "path_params": path_params or {},
+        }
+    )
+
+
+async def _fastapi(route: APIRoute, request: Request) -> tuple[dict[str, Any], list[Any]]:
+    async with AsyncExitStack() as stack:
+        request.scope["fastapi_inner_astack"] = request.scope["fastapi_function_astack"] = stack
+        solved = await solve_dependencies(
+            request=request,
+            dependant=route.dependant,
+            async_exit_stack=stack,
+            embed_body_fields=False,
+        )
+    return solved.values, solved.errors
+
+
+async def _ours(route: APIRoute, request: Request) -> tuple[dict[str, Any], list[Any]]:
+    plan = Plan.of(route.dependant)
+    assert plan is not None
+    errors: list[Any] = []
+    values = await plan.values(request, errors)
+    return values, errors
+
+
+def _comparable(errors: list[Any]) -> list[Any]:
+    """Errors with the exceptions in their `ctx` as text (exceptions compare by identity)."""
+    return [{**e, "ctx": {k: repr(v) for k, v in e.get("ctx", {}).items()}} for e in errors]
+
+
+QUERIES = [
+    "",
+    "city=ningbo&indicator=nev_output&limit=50",
+    "city=ningbo,shenzhen&city=hefei&dimension=new_industries",
+    "city=&indicator=",
+    "year_from=2020&year_to=2024&latest=true",
+    "latest=yes&limit=500",
+    "latest=maybe",
+    "limit=0",
+    "limit=501&cursor=abc%21",
+    "limit=ten&year_from=1899&year_to=2201",
+    "year_from=2024.0",
+    "as_of=2026-01-01T00:00:00Z",
+    "as_of=2026-01-01T08:00:00%2B08:00&cursor=MTA",
+    "as_of=2026-01-01",
+    "as_of=yesterday&limit=-1",
+    "cursor=" + "A" * 201,
+    "unknown=1&limit=5&limit=7",
+]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/observations", "/api/v1/observations.csv"])
+@pytest.mark.parametrize("query", QUERIES)
+async def test_plan_reads_query_parameters_as_fastapi_does(path: str, query: str) -> None:
+    route = _route(observations.router, path)
+    request = _request(query)
+    theirs = await _fastapi(route, request)
+    ours = await _ours(route, request)
+    assert ours[0] == theirs[0]
+    assert _comparable(ours[1]) == _comparable(theirs[1])
+
+
+@pytest.mark.parametrize(
+    "query", ["city=Ningbo", "indicator=a;b", "city=" + ",".join(f"c{i}" for i in range(101))]
+)
+async def test_plan_raises_what_the_dependency_raises(query: str) -> None:
+    route = _route(observations.router, "/api/v1/observations")
+    with pytest.raises(BadRequest) as theirs:
+        await _fastapi(route, _request(query))
+    with pytest.raises(BadRequest) as ours:
+        await _ours(route, _request(query))
+    assert ours.value.detail == theirs.value.detail
+
+
+@pytest.mark.parametrize(
+    ("router", "path", "method", "planned"),
+    [
+        (observations.router, "/api/v1/observations", "GET", True),
+        (observations.router, "/api/v1/observations.csv", "GET", True),
+        # sync endpoints, a session, a body or a key: FastAPI's own handler
+        (observations.router, "/api/v1/observations/{id}", "GET", False),
+        (observations.router, "/api/v1/observations", "POST", False),
+        (observations.router, "/api/v1/observations/import", "POST", False),
+        (cities.router, "/api/v1/cities", "GET", False),
+    ],
+)
+def test_query_route_plans_only_what_it_can_read(
+    router: Any, path: str, method: str, planned: bool
+) -> None:
+    route = _route(router, path, method)
+    assert (Plan.of(route.dependant) is not None) is planned
+    handler = route.get_route_handler() if isinstance(route, QueryRoute) else None
+    is_ours = handler is not None and handler.__qualname__.startswith(
+        "QueryRoute.get_route_handler"
+    )
+    assert is_ours is planned
