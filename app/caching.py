@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from functools import lru_cache
 
 from sqlalchemy import Engine, desc, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,6 +29,7 @@ AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
 NEWEST_EVENT = select(AUDIT.c.id, AUDIT.c.at).order_by(desc(AUDIT.c.id)).limit(1)
 
 
+@lru_cache(maxsize=64)  # the same version is asked for by every request until the next write
 def _validators(event_id: int, at: datetime) -> tuple[str, str]:
     return f'W/"v{event_id}"', format_datetime(at.replace(tzinfo=UTC), usegmt=True)
 

@@ -64,6 +64,17 @@ class Prepared:
             rows = [self._booleans(r) for r in rows]
         return rows
 
+    def dicts(self, cursor: Any, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Rows as dicts by column name (booleans set right in each dict, not by copying rows)."""
+        cursor.execute(self.sql, self.arguments(params))
+        dicts = [dict(zip(self.columns, r, strict=True)) for r in cursor.fetchall()]
+        for i in self.booleans:
+            name = self.columns[i]
+            for d in dicts:
+                if d[name] is not None:
+                    d[name] = bool(d[name])
+        return dicts
+
     def batches(self, cursor: Any, params: Mapping[str, Any], size: int) -> Iterator[list[Row]]:
         """The result `size` rows at a time, for exports that must not hold it all."""
         cursor.execute(self.sql, self.arguments(params))
@@ -130,8 +141,4 @@ class Reader:
     def dicts(
         self, build: Builder, shape: tuple[Hashable, ...], params: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
-        statement = prepared(self.dialect, build, shape)
-        return [
-            dict(zip(statement.columns, r, strict=True))
-            for r in statement.rows(self.cursor, params)
-        ]
+        return prepared(self.dialect, build, shape).dicts(self.cursor, params)
