@@ -222,10 +222,20 @@ T = TypeVar("T")
 
 
 @contextmanager
-def reading(engine: Engine) -> Iterator[Reader]:
-    """A pooled driver connection's cursor inside one read transaction (one snapshot)."""
+def driver_errors(engine: Engine) -> Iterator[None]:
+    """Raw driver errors raised as the session would have wrapped them (so they get the same
+    answers: 409, 503, ...)."""
     dbapi_error = engine.dialect.loaded_dbapi.Error
     try:
+        yield
+    except dbapi_error as exc:
+        raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=engine.dialect) from exc
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Reader]:
+    """A pooled driver connection's cursor inside one read transaction (one snapshot)."""
+    with driver_errors(engine):
         connection = engine.raw_connection()
         try:
             cursor = connection.cursor()
@@ -234,8 +244,6 @@ def reading(engine: Engine) -> Iterator[Reader]:
             yield Reader(cursor, engine.dialect)
         finally:
             connection.close()  # back to the pool, which rolls the read transaction back
-    except dbapi_error as exc:  # raw driver errors, as the session would have wrapped them
-        raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=engine.dialect) from exc
 
 
 def _read(engine: Engine, work: Callable[[Reader], T]) -> T:
@@ -243,16 +251,52 @@ def _read(engine: Engine, work: Callable[[Reader], T]) -> T:
         return work(reader)
 
 
-async def read(request: Request, work: Callable[[Reader], T]) -> T:
-    """Runs `work` on a pooled driver connection, in one read transaction.
+class LoopReader:
+    """The connection SQLite reads use on the event loop. They run there one at a time, never
+    across an await, so one connection serves them all, kept out of the pool: a checkout and
+    a checkin with its reset cost about 25 µs, a tenth of an uncached page
+    (docs/performance.md). It is made by the engine (the same pragmas and statement timeout)
+    on the first read, and made again after a driver error."""
 
-    On SQLite it runs right here, on the event loop. Its reads are short, indexed and local,
-    and handing each one to a worker thread costs far more than the read itself: with dozens
-    of threads taking turns at the GIL, a 0.5 ms page took 10 ms (docs/performance.md). A
-    server database is asked from a worker thread, so the loop never waits on the network."""
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.connection: Any = None
+
+    def __call__(self, work: Callable[[Reader], T]) -> T:
+        with driver_errors(self.engine):
+            if self.connection is None:
+                fairy = self.engine.raw_connection()
+                fairy.detach()  # ours until close(); the pool neither counts nor resets it
+                self.connection = fairy.dbapi_connection
+            try:
+                cursor = self.connection.cursor()
+                cursor.execute("BEGIN")
+                try:
+                    return work(Reader(cursor, self.engine.dialect))
+                finally:
+                    self.connection.rollback()
+            except self.engine.dialect.loaded_dbapi.Error:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+async def read(request: Request, work: Callable[[Reader], T]) -> T:
+    """Runs `work` on a driver connection, in one read transaction.
+
+    On SQLite it runs right here, on the event loop, on the app's LoopReader. Its reads are
+    short, indexed and local, and handing each one to a worker thread costs far more than the
+    read itself: with dozens of threads taking turns at the GIL, a 0.5 ms page took 10 ms
+    (docs/performance.md). A server database is asked from a worker thread, on a pooled
+    connection, so the loop never waits on the network."""
     engine: Engine = request.app.state.engine
     if engine.dialect.name == "sqlite":
-        return _read(engine, work)
+        loop_reader: LoopReader = request.app.state.loop_reader
+        return loop_reader(work)
     async with db_slot(request):
         return await run_in_threadpool(_read, engine, work)
 

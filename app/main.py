@@ -16,7 +16,7 @@ from fastapi_offline import FastAPIOffline
 from app import __version__, errors
 from app.caching import ConditionalGet
 from app.config import Settings, get_settings
-from app.db import make_engine
+from app.db import LoopReader, make_engine
 from app.middleware import HeadAsGet, RateLimits, RequestLimits, SecurityHeaders, UnexpectedErrors
 from app.routes import (
     API_PREFIX,
@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Sync handlers run in this many threads; the pool is at least as large (see config).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         yield
+        app.state.loop_reader.close()
         app.state.engine.dispose()
         app.state.write_engine.dispose()
 
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     timeout = settings.statement_timeout_ms
     app.state.engine = make_engine(settings, timeout_ms=timeout)
     app.state.write_engine = make_engine(settings, write=True, timeout_ms=timeout)
+    app.state.loop_reader = LoopReader(app.state.engine)  # SQLite reads on the loop (db.read)
     app.state.db_slots = anyio.CapacityLimiter(settings.pool_size)  # see db.get_session
     app.state.sqlite_writer = anyio.Lock()  # see db.writer_turn
     errors.install(app)

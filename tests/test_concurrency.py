@@ -9,7 +9,9 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
 from app.auth import create_key
 from app.config import Settings
@@ -223,3 +225,27 @@ async def test_a_sqlite_writer_that_cannot_have_its_turn_gets_a_clean_503(db_url
         assert after.status_code == 200, after.text
     app.state.engine.dispose()
     app.state.write_engine.dispose()
+
+
+@sqlite_only
+@pytest.mark.anyio
+async def test_sqlite_reads_on_the_loop_share_one_connection_replaced_after_a_driver_error(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    loop_reader = app.state.loop_reader
+    seen = set()
+    for city in ("ningbo", "shenzhen", "hefei"):
+        r = await client.get("/api/v1/observations", params={"city": city, "limit": 1})
+        assert r.status_code == 200
+        seen.add(id(loop_reader.connection))
+        assert app.state.engine.pool.checkedout() == 0  # outside the pool
+    assert len(seen) == 1
+    assert loop_reader.connection.in_transaction is False  # each read rolled back
+    broken = loop_reader.connection
+    with pytest.raises(OperationalError, match="no such table: nowhere"):
+        loop_reader(lambda reader: reader.cursor.execute("select * from nowhere"))
+    assert loop_reader.connection is None
+    r = await client.get("/api/v1/observations", params={"city": "ningbo", "limit": 2})
+    assert r.status_code == 200
+    assert len(r.json()["items"]) == 2
+    assert loop_reader.connection is not None and loop_reader.connection is not broken
