@@ -3,6 +3,7 @@
 import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Generic, TypeVar
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import Query, Request, Response
@@ -66,12 +67,19 @@ class ListPage(BaseModel, Generic[T]):
 
 
 def _links(request: Request, page: Slice) -> tuple[str, str | None]:
-    """The RFC 8288 Link header (`rel="first"`, and `rel="next"` unless last) and the next URL."""
-    first = str(request.url.remove_query_params("cursor"))
+    """The RFC 8288 Link header (`rel="first"`, and `rel="next"` unless last) and the next URL.
+
+    The URLs are what Starlette's remove_query_params / include_query_params give (the query
+    re-encoded, the cursor last), built from the query the route has parsed already: the
+    Starlette calls parse it again, for a tenth of an uncached page."""
+    url = request.url
+    base = f"{url.scheme}://{url.netloc}{url.path}"
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+    first = f"{base}?{urlencode(kept)}" if kept else base
     links = [f'<{first}>; rel="first"']
     next_url = None
     if page.next_cursor is not None:
-        next_url = str(request.url.include_query_params(cursor=page.next_cursor))
+        next_url = f"{base}?{urlencode([*kept, ('cursor', page.next_cursor)])}"
         links.append(f'<{next_url}>; rel="next"')
     return ", ".join(links), next_url
 

@@ -9,6 +9,8 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 
 from app.errors import BadRequest
+from app.pagination import _links
+from app.queries import Slice
 from app.routes import cities, observations
 from app.routing import Plan, QueryRoute
 
@@ -125,3 +127,35 @@ def test_query_route_plans_only_what_it_can_read(
         "QueryRoute.get_route_handler"
     )
     assert is_ours is planned
+
+
+LINK_QUERIES = [
+    "",
+    "limit=2",
+    "city=ningbo,shenzhen&limit=2",
+    "cursor=MTA&city=ningbo&limit=2",
+    "city=ningbo&cursor=MTA&cursor=MjA&city=hefei",
+    "q=%E5%AE%81%E6%B3%A2&empty=&a+b=c%26d",
+]
+
+
+@pytest.mark.parametrize("query", LINK_QUERIES)
+@pytest.mark.parametrize("next_cursor", [None, "MzA"])
+def test_links_are_starlettes_urls_without_and_with_the_cursor(
+    query: str, next_cursor: str | None
+) -> None:
+    """The Link header's URLs, built from the parsed query, are byte for byte what Starlette's
+    remove_query_params / include_query_params make (they re-encode the whole query)."""
+    request = _request(query)
+    request.scope.update(scheme="http", server=("api.example", 8000), root_path="")
+    request.scope["headers"] = [(b"host", b"api.example:8000")]
+    first = str(request.url.remove_query_params("cursor"))
+    expected = f'<{first}>; rel="first"'
+    next_url = None
+    if next_cursor is not None:
+        next_url = str(request.url.include_query_params(cursor=next_cursor))
+        expected += f', <{next_url}>; rel="next"'
+    assert _links(request, Slice(rows=[], total=0, next_cursor=next_cursor)) == (
+        expected,
+        next_url,
+    )
