@@ -61,6 +61,11 @@ TAGS = [
 ]
 
 
+# The API's modules in the OpenAPI document's order, and in the order requests try them.
+DOCUMENTED = (cities, dimensions, indicators, observations, sources, audit, health)
+MATCHED = (observations, cities, indicators, dimensions, sources, health, audit)
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """The generated schema, with every 4xx/5xx declared as application/problem+json."""
     if app.openapi_schema:
@@ -69,7 +74,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         title=app.title,
         version=app.version,
         description=app.description,
-        routes=app.routes,
+        routes=[r for module in DOCUMENTED for r in module.router.routes],
         tags=app.openapi_tags,
     )
     problem_ref = {"$ref": "#/components/schemas/Problem"}
@@ -160,8 +165,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The routers' routes themselves, their paths already prefixed: include_router() would
     # build every route a second time, on the first request (0.1 s of start-up, see
     # docs/performance.md). So app.dependency_overrides does not reach them.
-    for module in (cities, dimensions, indicators, observations, sources, audit, health):
-        app.router.routes.extend(module.router.routes)
+    # Starlette tries routes one by one, so they go first, before the docs pages, hottest
+    # first: the observation list was the 20th route tried, 50 µs a request. No two modules
+    # share a path, so the order changes nothing else; the document keeps DOCUMENTED's.
+    app.router.routes[:0] = [r for module in MATCHED for r in module.router.routes]
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

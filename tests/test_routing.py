@@ -4,9 +4,11 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.dependencies.utils import solve_dependencies
 from fastapi.routing import APIRoute
 from starlette.requests import Request
+from starlette.routing import Match
 
 from app.errors import BadRequest
 from app.pagination import _links
@@ -159,3 +161,15 @@ def test_links_are_starlettes_urls_without_and_with_the_cursor(
         expected,
         next_url,
     )
+
+
+def test_the_observation_list_is_tried_first_and_the_document_keeps_its_order(
+    app: FastAPI,
+) -> None:
+    scope = {"type": "http", "method": "GET", "path": "/api/v1/observations"}
+    first = next(r for r in app.router.routes if r.matches(scope)[0] == Match.FULL)
+    assert app.router.routes.index(first) == 0
+    assert first.name == "list_observations"
+    tags = [op["tags"][0] for path in app.openapi()["paths"].values() for op in path.values()]
+    order = ["cities", "dimensions", "indicators", "observations", "sources", "audit", "health"]
+    assert list(dict.fromkeys(tags)) == order
