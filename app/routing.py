@@ -1,12 +1,13 @@
 """Hot GET routes whose inputs are all query or path parameters, read in one plain pass.
 
 For every parameter of every request, FastAPI works out again whether it is a sequence, a
-parameter model or a JSON field, and which alias was sent. On the observation list that is
-about a fifth of an uncached page (docs/performance.md). A `QueryRoute` works it out once,
+parameter model or a JSON field, and which alias was sent. On the observation list that was
+about a seventh of an uncached page (docs/performance.md). A `QueryRoute` works it out once,
 when the route is built, then validates each parameter with FastAPI's own field: the same
 coercion, defaults and error locations, raised as the same `RequestValidationError`. A route
-needing anything else (a body, headers, a sync or yield dependency, a session) falls back to
-FastAPI's handler, so the class is safe on a whole router. The OpenAPI document is FastAPI's:
+needing anything else (a body, headers, a sync or yield dependency, a session, a dependency
+used twice, which FastAPI would call once) falls back to FastAPI's handler, so the class is
+safe on a whole router. The OpenAPI document is FastAPI's:
 the route keeps its dependant.
 """
 
@@ -89,10 +90,10 @@ class Plan:
                     return None
                 many = source == "query" and field_annotation_is_sequence(info.annotation)
                 params.append(Param(f, source, many))
-        dependencies = []
+        dependencies: list[tuple[str, Plan]] = []
         for sub in dependant.dependencies:
             plan = cls.of(sub)
-            if plan is None or sub.name is None:
+            if plan is None or sub.name is None or any(p.call is sub.call for _, p in dependencies):
                 return None
             dependencies.append((sub.name, plan))
         return cls(call, tuple(params), tuple(dependencies), dependant.request_param_name)

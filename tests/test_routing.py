@@ -1,10 +1,10 @@
 """QueryRoute reads parameters exactly as FastAPI does: the same values, the same errors."""
 
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Header, Response
 from fastapi.dependencies.utils import solve_dependencies
 from fastapi.routing import APIRoute
 from starlette.requests import Request
@@ -173,3 +173,33 @@ def test_the_observation_list_is_tried_first_and_the_document_keeps_its_order(
     tags = [op["tags"][0] for path in app.openapi()["paths"].values() for op in path.values()]
     order = ["cities", "dimensions", "indicators", "observations", "sources", "audit", "health"]
     assert list(dict.fromkeys(tags)) == order
+
+
+async def _page(limit: int = 10) -> int:
+    return limit
+
+
+def _dependant(endpoint: Any) -> Any:
+    return APIRoute("/x", endpoint, response_class=Response).dependant
+
+
+async def _once(a: Annotated[int, Depends(_page)]) -> Response:
+    return Response(str(a))
+
+
+async def _twice(a: Annotated[int, Depends(_page)], b: Annotated[int, Depends(_page)]) -> Response:
+    return Response(str(a + b))
+
+
+async def _with_header(a: Annotated[int, Depends(_page)], h: Annotated[str, Header()]) -> Response:
+    return Response(h)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "planned"), [(_once, True), (_twice, False), (_with_header, False)]
+)
+def test_a_dependency_used_twice_or_a_header_is_left_to_fastapi(
+    endpoint: Any, planned: bool
+) -> None:
+    """FastAPI calls a dependency used twice once (its cache); headers are not read by plans."""
+    assert (Plan.of(_dependant(endpoint)) is not None) is planned
