@@ -104,9 +104,9 @@ def _export(args: argparse.Namespace) -> int:
     else:
         export = observations_export(filters)
     if args.output in (None, "-"):
-        export.write(engine, sys.stdout, args.bom)
+        export.write(engine, sys.stdout.buffer, args.bom)
     else:
-        with open(args.output, "w", encoding="utf-8", newline="") as out:
+        with open(args.output, "wb") as out:
             export.write(engine, out, args.bom)
     return 0
 

@@ -10,11 +10,28 @@ import io
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any, TextIO
+from operator import itemgetter
+from typing import Any, BinaryIO
 
 from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
-from sqlalchemy import Boolean, Engine, Select, String, case, func, literal, null
+from sqlalchemy import (
+    Boolean,
+    Engine,
+    Float,
+    Integer,
+    LargeBinary,
+    Select,
+    String,
+    Text,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    null,
+)
 from sqlalchemy import select as core_select
 from sqlmodel import select
 from starlette.exceptions import HTTPException
@@ -35,6 +52,10 @@ FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8; header=present"
 
 
+def _kind(column: Any) -> Any:
+    return getattr(column.type, "impl_instance", column.type)  # SQLModel's AutoString wraps String
+
+
 def cell(value: Any) -> Any:
     """One CSV cell, as the exports write it: text that a spreadsheet would run as a formula
     gets a leading `'`; a flag is `true`/`false`; numbers are left alone (a negative number
@@ -50,7 +71,7 @@ def cell(value: Any) -> Any:
 
 def csv_safe(column: Any) -> Any:
     """cell() as an SQL expression, so rows go from the cursor to the csv writer untouched."""
-    kind = getattr(column.type, "impl_instance", column.type)  # SQLModel's AutoString wraps String
+    kind = _kind(column)
     if isinstance(kind, Boolean):
         return case((column.is_(None), null()), (column, literal("true")), else_=literal("false"))
     if isinstance(kind, String):
@@ -59,7 +80,74 @@ def csv_safe(column: Any) -> Any:
     return column
 
 
+# ---------------------------------------------------------------- lines written by SQLite
+#
+# Fetching a row's 15 cells as Python objects and running them through csv.writer costs more
+# than SQLite's whole query. So on SQLite the export asks for each row as one UTF-8 string
+# built by printf, each cell after a control byte that says whether it is text (which the
+# formula guard looks at) and whether it is the row's first. A batch of such lines is CSV after
+# one translate() (the separators become commas, or go), unless some text needs what
+# csv.writer would add: quotes (a `,` `"` CR or LF inside) or the guard (a trigger first).
+# clean() tells with a few scans of the batch; in a batch where it fails, each line it fails,
+# and each line SQLite marks as Python's (MARK: a float it can't print as repr() does, a cell
+# computed in Python), is fetched as cells and written by csv.writer. The bytes are the same.
+# Stored text has no NUL (writes refuse it), at which printf would cut a cell short.
+
+FIRST_TEXT, FIRST_OTHER, TEXT, OTHER = b"\x1d", b"\x1c", b"\x1f", b"\x1e"
+SEPARATORS = FIRST_TEXT + FIRST_OTHER + TEXT + OTHER
+MARK = "\x1a"
+TO_COMMAS = bytes.maketrans(TEXT + OTHER, b",,")  # and FIRST_* are deleted
+# CR is left to the count: each line ends with one, which follows a last text cell left empty
+GUARDED_STARTS = tuple(t.encode() for t in FORMULA_TRIGGERS if t != "\r")
+
+
+def sqlite_cell(column: Any) -> Any:
+    """A cell as printf('%s') should print it, or MARK where only Python can write it."""
+    kind = _kind(column)
+    if isinstance(kind, Boolean):
+        return case((column.is_(None), null()), (column, literal("true")), else_=literal("false"))
+    if isinstance(kind, String | Integer):
+        return column
+    if isinstance(kind, Float):
+        # Between 1e-4 and 1e15 both print without an exponent, and if SQLite's 15 digits read
+        # back as the same float they are the shortest that do: repr()'s.
+        printable = and_(
+            func.abs(column) >= literal_column("0.0001"),
+            func.abs(column) < literal_column("1e15"),
+            cast(cast(column, Text), Float) == column,
+        )
+        return case(
+            (column.is_(None), null()), (printable, cast(column, Text)), else_=literal(MARK)
+        )
+    return literal(MARK)
+
+
+def clean(lines: bytes, rows: int, cells: int) -> bool:
+    """Whether `rows` printf lines of `cells` sqlite_cell()s are CSV once as_csv()."""
+    if b"," in lines or b'"' in lines or MARK.encode() in lines:
+        return False
+    # the separators and each line's CR LF, and no more of them: none in the data
+    if len(lines) - len(lines.translate(None, SEPARATORS + b"\r\n")) != rows * (cells + 2):
+        return False
+    return not any(
+        t in lines and (TEXT + t in lines or FIRST_TEXT + t in lines) for t in GUARDED_STARTS
+    )
+
+
+def as_csv(lines: bytes) -> bytes:
+    return lines.translate(TO_COMMAS, FIRST_TEXT + FIRST_OTHER)
+
+
 BATCH_ROWS = 10_000
+LINE = itemgetter(0)
+
+
+class Echo:
+    """A file whose write() returns what it is given: csv.writer(Echo()).writerow(row) is
+    the row's CSV line."""
+
+    def write(self, line: str) -> str:
+        return line
 
 
 @dataclass
@@ -67,38 +155,83 @@ class Export:
     filename: str
     columns: Sequence[str]
     stmt: Select[Any]
-    order_by: Sequence[str] = ()
+    order_by: Sequence[str]  # the first is each row's unique key
     # Fills the cells computed in Python (derived_from); returns the batch's rows.
     extra: Callable[[Reader, Sequence[Any]], Sequence[Any]] | None = None
+    # Which rows `extra` has something to write in; without it, every row goes through Python.
+    extra_rows: Callable[[Any], Any] | None = None
     batch_rows: int = BATCH_ROWS
 
-    def select(self) -> Select[Any]:
-        """The statement's rows as CSV cells in `columns` order (others, null until `extra`)."""
+    def select(self, keys: Sequence[Any] | None = None) -> Select[Any]:
+        """The statement's rows as CSV cells in `columns` order (others, null until `extra`);
+        with `keys`, only the rows that have them."""
         rows = self.stmt.subquery("export")
         cells = [
             csv_safe(rows.c[c]).label(c) if c in rows.c else null().label(c) for c in self.columns
         ]
-        return core_select(*cells).order_by(*(rows.c[c] for c in self.order_by))
+        stmt = core_select(*cells).order_by(*(rows.c[c] for c in self.order_by))
+        return stmt if keys is None else stmt.where(rows.c[self.order_by[0]].in_(keys))
 
-    def batches(self, engine: Engine) -> Iterator[Sequence[Any]]:
-        """Rows straight from the driver's cursor, BATCH_ROWS at a time: memory stays flat."""
-        statement = Prepared.compile(self.select(), engine.dialect)  # values bound inside
+    def line_select(self) -> Select[Any]:
+        """(line, key) on SQLite: each row as one printf() of sqlite_cell()s (see clean())."""
+        rows = self.stmt.subquery("export")
+        cells, form = [], b""
+        for i, c in enumerate(self.columns):
+            if c in rows.c:
+                cells.append(sqlite_cell(rows.c[c]))
+                text = isinstance(_kind(rows.c[c]), String)
+            else:  # computed in Python
+                rows_of = self.extra_rows(rows) if self.extra_rows is not None else literal(True)
+                cells.append(case((rows_of, literal(MARK)), else_=null()))
+                text = False
+            first = i == 0
+            form += (FIRST_TEXT if first else TEXT) if text else (FIRST_OTHER if first else OTHER)
+            form += b"%s"
+        line = cast(func.printf(form.decode() + "\r\n", *cells), LargeBinary)
+        return core_select(line.label("line"), rows.c[self.order_by[0]].label("key")).order_by(
+            *(rows.c[c] for c in self.order_by)
+        )
+
+    def chunks(
+        self, engine: Engine, bom: bool = False, by_sqlite: bool | None = None
+    ) -> Iterator[bytes]:
+        """UTF-8: the header, then one chunk of CRLF-terminated lines per BATCH_ROWS rows,
+        straight from the driver's cursor, so memory stays flat. `by_sqlite` (default: on
+        SQLite) has SQLite write the lines; else every row goes through csv.writer."""
+        header = csv.writer(Echo(), lineterminator="\r\n").writerow(self.columns)
+        yield (("\ufeff" if bom else "") + header).encode()
+        sqlite = engine.dialect.name == "sqlite" if by_sqlite is None else by_sqlite
+        statement = Prepared.compile(
+            self.line_select() if sqlite else self.select(), engine.dialect
+        )
         with reading(engine) as reader, closing(reader.stream_cursor()) as stream:
-            # `extra` queries use the reader's own cursor, between batches of this one
+            # Python's cells are fetched on the reader's own cursor, between batches of this one
             for batch in statement.batches(stream, {}, self.batch_rows):
-                yield batch if self.extra is None else self.extra(reader, batch)
+                if sqlite:
+                    yield self._from_lines(reader, batch)
+                else:
+                    yield "".join(self._written(reader, batch)).encode()
 
-    def chunks(self, engine: Engine, bom: bool = False) -> Iterator[str]:
-        """The header, then one chunk of CRLF-terminated lines per batch of rows."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(self.columns)
-        yield ("\ufeff" if bom else "") + buffer.getvalue()
-        for batch in self.batches(engine):
-            buffer.seek(0)
-            buffer.truncate()
-            writer.writerows(batch)
-            yield buffer.getvalue()
+    def _written(self, reader: Reader, rows: Sequence[Any]) -> Iterator[str]:
+        """Rows of cells, through `extra`, as csv.writer writes them: a line each."""
+        writer = csv.writer(Echo(), lineterminator="\r\n")
+        return map(writer.writerow, rows if self.extra is None else self.extra(reader, rows))
+
+    def _from_lines(self, reader: Reader, batch: Sequence[Any]) -> bytes:
+        """SQLite's lines as CSV; the lines clean() fails are fetched as cells and written by
+        csv.writer."""
+        cells = len(self.columns)
+        lines = b"".join(map(LINE, batch))
+        if clean(lines, len(batch), cells):
+            return as_csv(lines)
+        fine = [clean(line, 1, cells) for line, _ in batch]
+        keys = [key for (_, key), ok in zip(batch, fine, strict=True) if not ok]
+        rows = Prepared.compile(self.select(keys), reader.dialect).rows(reader.cursor, {})
+        written = self._written(reader, rows)
+        return b"".join(  # both in key order
+            as_csv(line) if ok else next(written).encode()
+            for (line, _), ok in zip(batch, fine, strict=True)
+        )
 
     def response(self, engine: Engine, bom: bool) -> StreamingResponse:
         """Streams every row; the stream owns its session, which outlives the request's."""
@@ -108,7 +241,7 @@ class Export:
             headers={"Content-Disposition": f'attachment; filename="{self.filename}"'},
         )
 
-    def write(self, engine: Engine, out: TextIO, bom: bool = False) -> None:
+    def write(self, engine: Engine, out: BinaryIO, bom: bool = False) -> None:
         for chunk in self.chunks(engine, bom):
             out.write(chunk)
 
@@ -176,7 +309,12 @@ def _derived_from(reader: Reader, batch: Sequence[Any]) -> Sequence[Any]:
 def observations_export(filters: ObservationFilter) -> Export:
     """`derived_from` lists the inputs as `city/indicator/period` keys, `;`-separated."""
     return Export(
-        "observations.csv", OBSERVATION_COLUMNS, observations_select(filters), ["id"], _derived_from
+        "observations.csv",
+        OBSERVATION_COLUMNS,
+        observations_select(filters),
+        ["id"],
+        _derived_from,
+        extra_rows=lambda rows: rows.c.is_derived,
     )
 
 

@@ -7,12 +7,23 @@ import io
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from app.csvio import cell, observations_export
-from app.models import Observation
+from app.csvio import (
+    FIRST_OTHER,
+    FIRST_TEXT,
+    OTHER,
+    TEXT,
+    Echo,
+    Export,
+    cell,
+    cities_export,
+    clean,
+    observations_export,
+)
+from app.models import City, Observation
 from app.queries import ObservationFilter
-from tests.conftest import get_all
+from tests.conftest import get_all, sqlite_only
 
 pytestmark = pytest.mark.anyio
 
@@ -154,11 +165,138 @@ def test_export_is_the_same_in_any_batch_size(app: FastAPI, batch_rows: int) -> 
     """Batches come from one cursor while derived_from is looked up between them: every row
     arrives once, in id order, with the derived row's inputs named (ids 23 and 24)."""
     export = dataclasses.replace(observations_export(ObservationFilter()), batch_rows=batch_rows)
-    out = io.StringIO(newline="")
+    out = io.BytesIO()
     export.write(app.state.engine, out)
-    rows = parse(out.getvalue())
+    rows = parse(out.getvalue().decode())
     assert [int(r["id"]) for r in rows] == list(range(1, 31))
     assert [r["id"] for r in rows if r["derived_from"]] == ["25"]
     assert rows[24]["derived_from"] == (
         "changzhou/nev_output/2023;changzhou/nev_output_multiple_of_ningbo/2023"
     )
+
+
+# Cells at the edges of what SQLite's printf lines carry (app/csvio.py, clean()): text that
+# csv.writer quotes or guards, the lines' own control bytes inside data, and floats that SQLite
+# prints unlike repr() or not at all.
+TEXTS = [
+    "a,b",
+    'say "hi"',
+    "two\nlines",
+    "cr\rhere",
+    "crlf\r\nend",
+    "=1+2",
+    "+1",
+    "-2",
+    "@SUM(A1)",
+    "\tx",
+    "\rx",
+    "unit\x1fsep",
+    "record\x1esep",
+    "group\x1dsep",
+    "file\x1csep",
+    "sub\x1amark",
+    "",
+    "近五成",
+    "a=b",
+    "x-y",
+]
+FLOATS = [
+    0.0,
+    -0.0,
+    1e-05,
+    0.0001,
+    0.1,
+    1 / 3,
+    0.30000000000000004,
+    90.0,
+    -12.5,
+    77.55,
+    1e14,
+    123456789012345.6,
+    999999999999999.9,
+    1e15,
+    1e16,
+    1.7976931348623157e308,
+    5e-324,
+    -2.5e-07,
+]
+
+
+@pytest.fixture
+def edge_rows(app: FastAPI) -> None:
+    def row(period: int, value: float = 1.5, text: str = "plain") -> Observation:
+        return Observation(
+            city_code="hangzhou",
+            indicator_code="ic_output_growth_5y",
+            period=period,
+            value=value,
+            value_text=text,
+            qualifier="exact",
+            source_id=1,
+            quote=text,
+            note=text,
+        )
+
+    with Session(app.state.engine) as session, session.begin():
+        session.add_all(row(1900 + i, text=t) for i, t in enumerate(TEXTS))
+        session.add_all(row(1950 + i, value=v) for i, v in enumerate(FLOATS))
+        for code in ("=first", "-first", "plain,first"):
+            session.add(
+                City(
+                    code=code,
+                    name_zh="城市",
+                    name_en="City",
+                    province_zh="浙江",
+                    province_en="Zhejiang",
+                    admin_level="prefecture",
+                )
+            )
+
+
+async def test_edge_cells_are_exported_as_cell_and_repr_write_them(
+    client: httpx.AsyncClient, app: FastAPI, edge_rows: None
+) -> None:
+    text = (await client.get("/api/v1/observations.csv", params={"city": "hangzhou"})).text
+    rows = {int(r["period"]): r for r in parse(text)}
+    assert [
+        (rows[1900 + i]["value_text"], rows[1900 + i]["quote"], rows[1900 + i]["note"])
+        for i in range(len(TEXTS))
+    ] == [(cell(t), cell(t), cell(t)) for t in TEXTS]
+    with Session(app.state.engine) as session:  # as stored: SQLite keeps -0.0 as 0
+        stored = session.exec(
+            select(Observation.value)
+            .where(Observation.period.between(1950, 1999))  # type: ignore[union-attr]
+            .order_by(Observation.period)
+        ).all()
+    assert len(stored) == len(FLOATS)
+    assert [rows[1950 + i]["value"] for i in range(len(FLOATS))] == [repr(v) for v in stored]
+    cities = {r["code"] for r in parse((await client.get("/api/v1/cities.csv")).text)}
+    assert {"'=first", "'-first", "plain,first"} <= cities
+
+
+@sqlite_only
+@pytest.mark.parametrize("export", [observations_export(ObservationFilter()), cities_export()])
+@pytest.mark.parametrize("batch_rows", [1, 4, 10_000])
+def test_lines_written_by_sqlite_are_the_bytes_csv_writer_writes(
+    app: FastAPI, edge_rows: None, export: Export, batch_rows: int
+) -> None:
+    export = dataclasses.replace(export, batch_rows=batch_rows)
+    engine = app.state.engine
+    by_sqlite = b"".join(export.chunks(engine, by_sqlite=True))
+    assert by_sqlite == b"".join(export.chunks(engine, by_sqlite=False))
+    assert len(parse(by_sqlite.decode())) in (30 + len(TEXTS) + len(FLOATS), 5 + 3)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_clean_vouches_only_for_text_csv_writer_would_leave_alone(text: str) -> None:
+    """A line of 4 cells: id, text, value, text; and one whose first cell is the text. Text
+    holding the lines' own control bytes is left to csv.writer too."""
+    untouched = csv.writer(Echo()).writerow([cell(text), text]) == f"{text},{text}\r\n"
+    plain = untouched and not any(c in text for c in "\x1a\x1c\x1d\x1e\x1f")
+    data = text.encode()
+    assert (
+        clean(FIRST_OTHER + b"7" + TEXT + data + OTHER + b"2.5" + TEXT + data + b"\r\n", 1, 4)
+        is plain
+    )
+    assert clean(FIRST_TEXT + data + OTHER + b"2.5" + b"\r\n", 1, 2) is plain
+    assert clean((FIRST_OTHER + b"7" + TEXT + b"x" + b"\r\n") * 3, 3, 2) is True
