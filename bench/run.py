@@ -16,7 +16,8 @@ it for every size and stops it at the end (pg_stop), also on failure or Ctrl-C. 
 restored from bench/data/pg_<size>_g<V>.dump when that cache exists (bench/generate.py).
 
 Knobs (environment): BENCH_BACKENDS, BENCH_SIZES, BENCH_POSTGRES_SIZES (default: BENCH_SIZES),
-BENCH_POSTGRES_URL, BENCH_SECONDS (10, per measured run), BENCH_WARMUP (2), BENCH_CONNECTIONS
+BENCH_POSTGRES_URL, BENCH_PAGE_URLS (20,000 distinct page URLs at every size), BENCH_SECONDS
+(10, per measured run), BENCH_WARMUP (2), BENCH_CONNECTIONS
 (64), BENCH_HIGH_CONNECTIONS (256), BENCH_THREADS (wrk threads, 2), BENCH_CSV_TIMEOUT (180 s
 per export; a slower one is cut and its rows/s is that of the part received), BENCH_REFERENCES
 (1; 0 skips Starlette, Datasette and the sqlite3 and psql dumps, for quick runs).
@@ -646,20 +647,38 @@ class Target:
         return round(int(n) / 1e6, 1)
 
 
+# Distinct filtered-page URLs at every size, so that no size is served from the response cache
+# more than another and the scale ratio compares like with like (at 10k there are only 200
+# city+indicator pairs: 200 URLs were all cached after a second, against 20,000 mostly uncached
+# at 1M). Each pair is asked with year_to from the last generated year up, which matches all
+# of its rows: one query shape, 50 rows, at every size.
+PAGE_URLS = int(os.environ.get("BENCH_PAGE_URLS", "20000"))
+
+
+def page_filters(pairs: list[tuple[str, str]]) -> list[tuple[str, str, int]]:
+    per_pair = max(1, -(-PAGE_URLS // len(pairs)))
+    return [(c, i, generate.YEARS[-1] + k) for k in range(per_pair) for c, i in pairs][
+        : max(PAGE_URLS, len(pairs))
+    ]
+
+
 def paths_for(target: Target, meta: dict[str, Any]) -> dict[str, list[str]]:
     cities, indicators = meta["cities"], meta["indicators"]
     dimensions = [r[0] for r in target.rows("select code from dimension order by code")]
-    pairs = [(c, i) for c in cities for i in indicators]
+    pages = page_filters([(c, i) for c in cities for i in indicators])
     paths = {
         "city": [f"/api/v1/cities/{c}" for c in cities],
-        "page": [f"/api/v1/observations?city={c}&indicator={i}&limit=50" for c, i in pairs],
+        "page": [
+            f"/api/v1/observations?city={c}&indicator={i}&year_to={y}&limit=50" for c, i, y in pages
+        ],
         "dimension": [f"/api/v1/dimensions/{d}" for d in dimensions],
         "latest": [f"/api/v1/observations?city={c}&latest=true&limit=50" for c in cities],
     }
     if target.db is not None:
         paths["datasette_page"] = [
-            f"/{target.db.stem}/observation.json?city_code={c}&indicator_code={i}&_size=50"
-            for c, i in pairs
+            f"/{target.db.stem}/observation.json?city_code={c}&indicator_code={i}"
+            f"&period__lte={y}&_size=50"
+            for c, i, y in pages
         ]
     return paths
 
