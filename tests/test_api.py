@@ -167,6 +167,15 @@ async def test_city_groups_latest_values_by_dimension(client: httpx.AsyncClient)
     assert len(roles) == 15
 
 
+async def test_city_latest_values_are_the_latest_observations(client: httpx.AsyncClient) -> None:
+    """The same items, derived_from included, as the list's `latest=true` for the city."""
+    body = (await client.get("/api/v1/cities/ningbo")).json()
+    latest = [o for d in body["dimensions"] for o in d["latest"]]
+    listed = await get_all(client, "/api/v1/observations", city="ningbo", latest="true")
+    assert sorted(latest, key=lambda o: o["id"]) == listed
+    assert [(o["id"], o["derived_from"]) for o in latest if o["is_derived"]] == [(25, [23, 24])]
+
+
 async def test_dimension_lists_cities_per_indicator(client: httpx.AsyncClient) -> None:
     body = (await client.get("/api/v1/dimensions/new_industries")).json()
     coverage = {i["code"]: i["cities"] for i in body["indicators"]}

@@ -1,17 +1,17 @@
 """Cities, each with its latest value per indicator, grouped by the four dimensions."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlmodel import Session, col, select
+from sqlalchemy import Select, bindparam
+from sqlmodel import col, select
 
 from app.auth import ReasonQuery, WriterDep
 from app.csvio import cities_export, csv_responses
-from app.db import SessionDep
+from app.db import SessionDep, read
 from app.errors import NotFound, problem_responses
 from app.models import (
-    CODE_PATTERN,
     City,
     CityCreate,
     CityDetail,
@@ -21,25 +21,27 @@ from app.models import (
     Dimension,
 )
 from app.pagination import BomQuery, CursorQuery, LimitQuery, ListPage, page_of
-from app.queries import ObservationFilter, observation_dicts, observations_select, paginate
-from app.routes import API_PREFIX
+from app.prepared import Reader
+from app.queries import (
+    FilterShape,
+    ObservationFilter,
+    observations_select,
+    paginate,
+    with_derived_from,
+)
+from app.routes import API_PREFIX, code_path
 from app.writes import create_row, delete_row, update_row
 
 router = APIRouter(prefix=f"{API_PREFIX}/cities", tags=["cities"])
+CITY = City.__table__  # type: ignore[attr-defined]
+DIMENSION = Dimension.__table__  # type: ignore[attr-defined]
+INDUSTRY = CityIndustry.__table__  # type: ignore[attr-defined]
 
 
-def city_by_code(
-    session: SessionDep,
-    code: Annotated[
-        str,
-        Path(
-            max_length=64,
-            pattern=CODE_PATTERN,
-            description="City code.",
-            openapi_examples={"ningbo": {"value": "ningbo"}},
-        ),
-    ],
-) -> City:
+CityCode = Annotated[str, code_path("City", "ningbo")]
+
+
+def city_by_code(session: SessionDep, code: CityCode) -> City:
     city = session.get(City, code)
     if city is None:
         raise NotFound("city", code, "/api/v1/cities")
@@ -73,40 +75,53 @@ def cities_csv(request: Request, bom: BomQuery = False) -> StreamingResponse:
     return cities_export().response(request.app.state.engine, bom)
 
 
-def city_detail(session: Session, city: City) -> CityDetail:
-    latest = observation_dicts(
-        session,
-        session.exec(  # type: ignore[call-overload]
-            observations_select(ObservationFilter(cities=[city.code], latest=True)).order_by(
-                "indicator_code"
-            )
-        ).all(),
+def _city_select() -> Select[Any]:
+    return select(*CITY.c).where(CITY.c.code == bindparam("code"))  # type: ignore[no-any-return]
+
+
+def _latest_select(shape: FilterShape) -> Select[Any]:
+    return observations_select(ObservationFilter.of_shape(shape)).order_by("indicator_code")
+
+
+def _dimensions_select() -> Select[Any]:
+    return select(*DIMENSION.c).order_by(DIMENSION.c.position)  # type: ignore[no-any-return]
+
+
+def _industries_select() -> Select[Any]:
+    where = INDUSTRY.c.city_code == bindparam("code")
+    return select(*INDUSTRY.c).where(where).order_by(INDUSTRY.c.id)  # type: ignore[no-any-return]
+
+
+def city_detail(reader: Reader, code: str) -> dict[str, Any]:
+    """The city, its latest values under every dimension, and its industries; prepared
+    statements, like the observation list's."""
+    city = reader.dicts(_city_select, (), {"code": code})
+    if not city:
+        raise NotFound("city", code, "/api/v1/cities")
+    latest_only = ObservationFilter(cities=[code], latest=True)
+    latest = with_derived_from(
+        reader, reader.dicts(_latest_select, (latest_only.shape(),), latest_only.params())
     )
-    dimensions = session.exec(select(Dimension).order_by(col(Dimension.position))).all()
-    industries = session.exec(
-        select(CityIndustry)
-        .where(CityIndustry.city_code == city.code)
-        .order_by(col(CityIndustry.id))
-    ).all()
-    return CityDetail.model_validate(
-        {
-            **city.model_dump(),
-            "dimensions": [
-                {**d.model_dump(), "latest": [o for o in latest if o["dimension_code"] == d.code]}
-                for d in dimensions
-            ],
-            "industries": [i.model_dump() for i in industries],
-        }
-    )
+    return {
+        **city[0],
+        "dimensions": [
+            {**d, "latest": [o for o in latest if o["dimension_code"] == d["code"]]}
+            for d in reader.dicts(_dimensions_select, (), {})
+        ],
+        "industries": reader.dicts(_industries_select, (), {"code": code}),
+    }
 
 
 @router.get(
-    "/{code}", responses=problem_responses(404, 422), summary="One city with its latest values"
+    "/{code}",
+    response_model=CityDetail,
+    responses=problem_responses(404, 422),
+    summary="One city with its latest values",
 )
-def get_city(session: SessionDep, city: CityDep) -> CityDetail:
+async def get_city(request: Request, code: CityCode) -> Any:
     """The city, its latest value for every indicator it has (grouped under all four dimensions,
     in the source's order), and the industries the source names for it."""
-    return city_detail(session, city)
+    return await read(request, lambda reader: city_detail(reader, code))
 
 
 @router.post(

@@ -2,30 +2,22 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from sqlmodel import col, select
 
 from app.db import SessionDep
 from app.errors import NotFound, problem_responses
-from app.models import CODE_PATTERN, Dimension, DimensionDetail, DimensionPublic
+from app.models import Dimension, DimensionDetail, DimensionPublic
 from app.pagination import CursorQuery, LimitQuery, ListPage, page_of
 from app.queries import dimension_coverage, paginate
-from app.routes import API_PREFIX
+from app.routes import API_PREFIX, code_path
 
 router = APIRouter(prefix=f"{API_PREFIX}/dimensions", tags=["dimensions"])
 
 
 def dimension_by_code(
     session: SessionDep,
-    code: Annotated[
-        str,
-        Path(
-            max_length=64,
-            pattern=CODE_PATTERN,
-            description="Dimension code.",
-            openapi_examples={"new_industries": {"value": "new_industries"}},
-        ),
-    ],
+    code: Annotated[str, code_path("Dimension", "new_industries")],
 ) -> Dimension:
     dimension = session.get(Dimension, code)
     if dimension is None:

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlmodel import col, select
 
@@ -11,7 +11,6 @@ from app.csvio import csv_responses, indicators_export
 from app.db import SessionDep, read
 from app.errors import NotFound, problem_responses
 from app.models import (
-    CODE_PATTERN,
     Dimension,
     Indicator,
     IndicatorCreate,
@@ -30,7 +29,7 @@ from app.pagination import (
     split_codes,
 )
 from app.queries import check_codes, indicator_dicts, indicator_select, paginate
-from app.routes import API_PREFIX
+from app.routes import API_PREFIX, code_path
 from app.writes import Conflict, create_row, delete_row, update_row
 
 router = APIRouter(prefix=f"{API_PREFIX}/indicators", tags=["indicators"])
@@ -42,15 +41,7 @@ DimensionQuery = Annotated[
 
 def indicator_by_code(
     session: SessionDep,
-    code: Annotated[
-        str,
-        Path(
-            max_length=64,
-            pattern=CODE_PATTERN,
-            description="Indicator code.",
-            openapi_examples={"sei_va_share_gdp": {"value": "sei_va_share_gdp"}},
-        ),
-    ],
+    code: Annotated[str, code_path("Indicator", "sei_va_share_gdp")],
 ) -> Indicator:
     indicator = session.get(Indicator, code)
     if indicator is None:
