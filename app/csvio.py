@@ -80,18 +80,19 @@ def csv_safe(column: Any) -> Any:
     return column
 
 
-# ---------------------------------------------------------------- lines written by SQLite
+# ---------------------------------------------------------------- lines written by the database
 #
 # Fetching a row's 15 cells as Python objects and running them through csv.writer costs more
-# than SQLite's whole query. So on SQLite the export asks for each row as one UTF-8 string
-# built by printf, each cell after a control byte that says whether it is text (which the
-# formula guard looks at) and whether it is the row's first. A batch of such lines is CSV after
-# one translate() (the separators become commas, or go), unless some text needs what
-# csv.writer would add: quotes (a `,` `"` CR or LF inside) or the guard (a trigger first).
-# clean() tells with a few scans of the batch; in a batch where it fails, each line it fails,
-# and each line SQLite marks as Python's (MARK: a float it can't print as repr() does, a cell
-# computed in Python), is fetched as cells and written by csv.writer. The bytes are the same.
-# Stored text has no NUL (writes refuse it), at which printf would cut a cell short.
+# than SQLite's whole query. So the export asks the database for each row as one UTF-8 string
+# (SQLite's printf, PostgreSQL's format), each cell after a control byte that says whether it
+# is text (which the formula guard looks at) and whether it is the row's first. A batch of
+# such lines is CSV after one translate() (the separators become commas, or go), unless some
+# text needs what csv.writer would add: quotes (a `,` `"` CR or LF inside) or the guard (a
+# trigger first). clean() tells with a few scans of the batch; in a batch where it fails, each
+# line it fails, and each line the database marks as Python's (MARK: a float it can't print as
+# repr() does, a cell computed in Python), is fetched as cells and written by csv.writer. The
+# bytes are the same. Stored text has no NUL (writes refuse it), at which printf would cut a
+# cell short.
 
 FIRST_TEXT, FIRST_OTHER, TEXT, OTHER = b"\x1d", b"\x1c", b"\x1f", b"\x1e"
 SEPARATORS = FIRST_TEXT + FIRST_OTHER + TEXT + OTHER
@@ -99,31 +100,42 @@ MARK = "\x1a"
 TO_COMMAS = bytes.maketrans(TEXT + OTHER, b",,")  # and FIRST_* are deleted
 # CR is left to the count: each line ends with one, which follows a last text cell left empty
 GUARDED_STARTS = tuple(t.encode() for t in FORMULA_TRIGGERS if t != "\r")
+LINE_DIALECTS = ("sqlite", "postgresql")
 
 
-def sqlite_cell(column: Any) -> Any:
-    """A cell as printf('%s') should print it, or MARK where only Python can write it."""
+def line_cell(column: Any, dialect: str) -> Any:
+    """A cell as the line's %s should print it, or MARK where only Python can write it."""
     kind = _kind(column)
     if isinstance(kind, Boolean):
         return case((column.is_(None), null()), (column, literal("true")), else_=literal("false"))
     if isinstance(kind, String | Integer):
         return column
     if isinstance(kind, Float):
-        # Between 1e-4 and 1e15 both print without an exponent, and if SQLite's 15 digits read
-        # back as the same float they are the shortest that do: repr()'s.
+        # Between 1e-4 and 1e15 Python and both databases print without an exponent, and if
+        # the digits a database prints read back as the same float, they are the shortest that
+        # do, which are repr()'s (SQLite prints up to 15; PostgreSQL the shortest, but a whole
+        # number without its `.0`).
+        text: Any = cast(column, Text)
+        if dialect == "postgresql":
+            text = text + case((column == func.trunc(column), literal(".0")), else_=literal(""))
         printable = and_(
             func.abs(column) >= literal_column("0.0001"),
             func.abs(column) < literal_column("1e15"),
             cast(cast(column, Text), Float) == column,
         )
-        return case(
-            (column.is_(None), null()), (printable, cast(column, Text)), else_=literal(MARK)
-        )
+        return case((column.is_(None), null()), (printable, text), else_=literal(MARK))
     return literal(MARK)
 
 
+def line_of(form: str, cells: list[Any], dialect: str) -> Any:
+    """The cells printed by the %s of `form`, as UTF-8 bytes."""
+    if dialect == "postgresql":
+        return func.convert_to(func.format(form, *cells), literal("UTF8"))
+    return cast(func.printf(form, *cells), LargeBinary)
+
+
 def clean(lines: bytes, rows: int, cells: int) -> bool:
-    """Whether `rows` printf lines of `cells` sqlite_cell()s are CSV once as_csv()."""
+    """Whether `rows` lines of `cells` line_cell()s are CSV once as_csv()."""
     if b"," in lines or b'"' in lines or MARK.encode() in lines:
         return False
     # the separators and each line's CR LF, and no more of them: none in the data
@@ -172,13 +184,13 @@ class Export:
         stmt = core_select(*cells).order_by(*(rows.c[c] for c in self.order_by))
         return stmt if keys is None else stmt.where(rows.c[self.order_by[0]].in_(keys))
 
-    def line_select(self) -> Select[Any]:
-        """(line, key) on SQLite: each row as one printf() of sqlite_cell()s (see clean())."""
+    def line_select(self, dialect: str) -> Select[Any]:
+        """(line, key): each row as one string of line_cell()s (see clean())."""
         rows = self.stmt.subquery("export")
         cells, form = [], b""
         for i, c in enumerate(self.columns):
             if c in rows.c:
-                cells.append(sqlite_cell(rows.c[c]))
+                cells.append(line_cell(rows.c[c], dialect))
                 text = isinstance(_kind(rows.c[c]), String)
             else:  # computed in Python
                 rows_of = self.extra_rows(rows) if self.extra_rows is not None else literal(True)
@@ -187,27 +199,28 @@ class Export:
             first = i == 0
             form += (FIRST_TEXT if first else TEXT) if text else (FIRST_OTHER if first else OTHER)
             form += b"%s"
-        line = cast(func.printf(form.decode() + "\r\n", *cells), LargeBinary)
+        line = line_of(form.decode() + "\r\n", cells, dialect)
         return core_select(line.label("line"), rows.c[self.order_by[0]].label("key")).order_by(
             *(rows.c[c] for c in self.order_by)
         )
 
     def chunks(
-        self, engine: Engine, bom: bool = False, by_sqlite: bool | None = None
+        self, engine: Engine, bom: bool = False, by_database: bool | None = None
     ) -> Iterator[bytes]:
         """UTF-8: the header, then one chunk of CRLF-terminated lines per BATCH_ROWS rows,
-        straight from the driver's cursor, so memory stays flat. `by_sqlite` (default: on
-        SQLite) has SQLite write the lines; else every row goes through csv.writer."""
+        straight from the driver's cursor, so memory stays flat. `by_database` (default: where
+        it can) has the database write the lines; else every row goes through csv.writer."""
         header = csv.writer(Echo(), lineterminator="\r\n").writerow(self.columns)
         yield (("\ufeff" if bom else "") + header).encode()
-        sqlite = engine.dialect.name == "sqlite" if by_sqlite is None else by_sqlite
+        dialect = engine.dialect.name
+        by_lines = dialect in LINE_DIALECTS if by_database is None else by_database
         statement = Prepared.compile(
-            self.line_select() if sqlite else self.select(), engine.dialect
+            self.line_select(dialect) if by_lines else self.select(), engine.dialect
         )
         with reading(engine) as reader, closing(reader.stream_cursor()) as stream:
             # Python's cells are fetched on the reader's own cursor, between batches of this one
             for batch in statement.batches(stream, {}, self.batch_rows):
-                if sqlite:
+                if by_lines:
                     yield self._from_lines(reader, batch)
                 else:
                     yield "".join(self._written(reader, batch)).encode()
@@ -218,8 +231,8 @@ class Export:
         return map(writer.writerow, rows if self.extra is None else self.extra(reader, rows))
 
     def _from_lines(self, reader: Reader, batch: Sequence[Any]) -> bytes:
-        """SQLite's lines as CSV; the lines clean() fails are fetched as cells and written by
-        csv.writer."""
+        """The database's lines as CSV; the lines clean() fails are fetched as cells and
+        written by csv.writer."""
         cells = len(self.columns)
         lines = b"".join(map(LINE, batch))
         if clean(lines, len(batch), cells):

@@ -23,7 +23,7 @@ from app.csvio import (
 )
 from app.models import City, Observation
 from app.queries import ObservationFilter
-from tests.conftest import get_all, sqlite_only
+from tests.conftest import get_all
 
 pytestmark = pytest.mark.anyio
 
@@ -274,17 +274,16 @@ async def test_edge_cells_are_exported_as_cell_and_repr_write_them(
     assert {"'=first", "'-first", "plain,first"} <= cities
 
 
-@sqlite_only
 @pytest.mark.parametrize("export", [observations_export(ObservationFilter()), cities_export()])
 @pytest.mark.parametrize("batch_rows", [1, 4, 10_000])
-def test_lines_written_by_sqlite_are_the_bytes_csv_writer_writes(
+def test_lines_written_by_the_database_are_the_bytes_csv_writer_writes(
     app: FastAPI, edge_rows: None, export: Export, batch_rows: int
 ) -> None:
     export = dataclasses.replace(export, batch_rows=batch_rows)
     engine = app.state.engine
-    by_sqlite = b"".join(export.chunks(engine, by_sqlite=True))
-    assert by_sqlite == b"".join(export.chunks(engine, by_sqlite=False))
-    assert len(parse(by_sqlite.decode())) in (30 + len(TEXTS) + len(FLOATS), 5 + 3)
+    by_database = b"".join(export.chunks(engine, by_database=True))
+    assert by_database == b"".join(export.chunks(engine, by_database=False))
+    assert len(parse(by_database.decode())) in (30 + len(TEXTS) + len(FLOATS), 5 + 3)
 
 
 @pytest.mark.parametrize("text", TEXTS)
