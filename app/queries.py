@@ -8,7 +8,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, FromClause, Integer, Select, bindparam, false, func
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    FromClause,
+    Integer,
+    Select,
+    bindparam,
+    exists,
+    false,
+    func,
+    true,
+)
 from sqlalchemy import select as core_select
 from sqlmodel import Session, SQLModel, col, select
 
@@ -383,16 +394,27 @@ def indicator_select(dimension_codes: Sequence[str] = ()) -> Select[Any]:
     return stmt
 
 
+def coverage_select(dimension_code: str) -> Select[str, str]:
+    """(indicator, city) for each of the dimension's indicators and each city with live data
+    for it, by city. One indexed probe per pair, stopping at the first live row, rather than
+    every observation of the dimension made distinct (at 1M, 250,000 rows: about 1 s)."""
+    live = exists().where(
+        col(Observation.indicator_code) == col(Indicator.code),
+        col(Observation.city_code) == col(City.code),
+        col(Observation.deleted_at).is_(None),
+    )
+    return (
+        core_select(col(Indicator.code), col(City.code))
+        .join(City, true())  # every pair, each probed by `live`
+        .where(col(Indicator.dimension_code) == dimension_code, live)
+        .order_by(col(City.code))
+    )
+
+
 def dimension_coverage(session: Session, dimension_code: str) -> list[dict[str, Any]]:
     """The dimension's indicators, each with the cities that have data for it."""
     cities: dict[str, list[str]] = {}
-    for indicator, city in session.exec(
-        select(Observation.indicator_code, Observation.city_code)
-        .join(Indicator)
-        .where(Indicator.dimension_code == dimension_code, col(Observation.deleted_at).is_(None))
-        .distinct()
-        .order_by(col(Observation.city_code))
-    ):
+    for indicator, city in session.execute(coverage_select(dimension_code)):
         cities.setdefault(indicator, []).append(city)
     indicators = session.exec(
         select(Indicator)

@@ -10,7 +10,12 @@ from sqlmodel import Session
 from app.config import Settings
 from app.db import make_engine
 from app.prepared import Prepared, prepared
-from app.queries import ObservationFilter, observation_count_select, observation_page_select
+from app.queries import (
+    ObservationFilter,
+    coverage_select,
+    observation_count_select,
+    observation_page_select,
+)
 from tests.conftest import sqlite_only
 
 pytestmark = sqlite_only
@@ -76,3 +81,18 @@ def test_unfiltered_page_walks_the_primary_key(db_url: str) -> None:
     assert any(
         s.startswith("SEARCH observation USING INTEGER PRIMARY KEY (rowid>?)") for s in steps
     ), steps
+
+
+def test_dimension_coverage_probes_the_index_per_indicator_and_city(db_url: str) -> None:
+    """Which cities have data for which of a dimension's indicators: one indexed probe per
+    pair, never a scan of the dimension's observations."""
+    engine = make_engine(Settings(database_url=db_url))
+    statement = Prepared.compile(coverage_select("new_industries"), engine.dialect)
+    try:
+        with Session(engine) as session:
+            steps = plan(session, statement, {})
+    finally:
+        engine.dispose()
+    [probe] = [s for s in steps if " observation " in f" {s} "]
+    assert probe.startswith("SEARCH observation USING INDEX"), steps
+    assert "city_code=?" in probe and "indicator_code=?" in probe, steps
