@@ -1,10 +1,14 @@
 """Lists, pagination, filters and the detail views, through HTTP."""
 
+import asyncio
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from sqlmodel import Session
 
+from app.queries import dimension_coverage
+from app.routes import dimensions
 from tests.conftest import get_all
 
 pytestmark = pytest.mark.anyio
@@ -270,3 +274,26 @@ async def test_cached_answers_get_each_callers_cors_headers(client: httpx.AsyncC
     assert first.headers["etag"] == second.headers["etag"]
     assert second.headers["access-control-allow-origin"] == "*"
     assert "access-control-allow-origin" not in (await client.get("/api/v1/cities/ningbo")).headers
+
+
+async def test_concurrent_misses_for_one_url_are_answered_once(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same uncached URL asked 20 times at once is computed once; the others wait for it
+    (app/caching.py). A URL that fails is not shared: each asker gets its own answer."""
+    asked: list[str] = []
+
+    def counted(session: Session, code: str) -> list[dict[str, object]]:
+        asked.append(code)
+        return dimension_coverage(session, code)
+
+    monkeypatch.setattr(dimensions, "dimension_coverage", counted)
+    url = "/api/v1/dimensions/new_models"
+    responses = await asyncio.gather(*(client.get(url) for _ in range(20)))
+    assert [r.status_code for r in responses] == [200] * 20
+    assert len({r.content for r in responses}) == 1
+    assert asked == ["new_models"]
+    missing = await asyncio.gather(
+        *(client.get("/api/v1/dimensions/old_drivers") for _ in range(3))
+    )
+    assert [r.status_code for r in missing] == [404] * 3
