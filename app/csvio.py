@@ -7,9 +7,12 @@ HTTP routes and `python -m app export`.
 
 import csv
 import io
+import re
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from itertools import accumulate
 from operator import itemgetter
 from typing import Any, BinaryIO
 
@@ -146,6 +149,46 @@ def clean(lines: bytes, rows: int, cells: int) -> bool:
     )
 
 
+# What clean() looks for, as byte strings found in a batch; a text separator with a trigger
+UNCLEAN = (b",", b'"', MARK.encode(), *(s + t for s in (TEXT, FIRST_TEXT) for t in GUARDED_STARTS))
+
+
+def unclean(joined: bytes, lines: Sequence[bytes], cells: int) -> set[int]:
+    """The indexes of the lines clean() fails, found in the joined batch by find() (memchr
+    speed), so a batch with a few such lines costs a few lookups, not one check per line."""
+    if len(joined) - len(joined.translate(None, SEPARATORS + b"\r\n")) != len(lines) * (
+        cells + 2
+    ):  # control bytes in the data: only line by line can tell where
+        return {i for i, line in enumerate(lines) if not clean(line, 1, cells)}
+    ends = list(accumulate(map(len, lines)))
+    bad: set[int] = set()
+    for token in UNCLEAN:
+        at = joined.find(token)
+        while at >= 0:
+            line = bisect_right(ends, at)
+            bad.add(line)
+            at = joined.find(token, ends[line])  # the rest of that line is written anyway
+    return bad
+
+
+SPLIT = re.compile("([\x1c-\x1f])")
+TEXT_SEPARATORS = (FIRST_TEXT.decode(), TEXT.decode())
+
+
+def split_line(line: bytes, cells: int) -> list[str] | None:
+    """A line's cells, the text ones through cell() (their guard), when they can be told
+    apart: no MARK, and exactly one separator per cell (none in the data)."""
+    if MARK.encode() in line or not line.endswith(b"\r\n"):
+        return None
+    parts = SPLIT.split(line[:-2].decode())  # ['', separator, cell, separator, cell, ...]
+    if len(parts) != 2 * cells + 1:
+        return None
+    return [
+        cell(v) if s in TEXT_SEPARATORS else v
+        for s, v in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+
+
 def as_csv(lines: bytes) -> bytes:
     return lines.translate(TO_COMMAS, FIRST_TEXT + FIRST_OTHER)
 
@@ -173,16 +216,23 @@ class Export:
     # Which rows `extra` has something to write in; without it, every row goes through Python.
     extra_rows: Callable[[Any], Any] | None = None
     batch_rows: int = BATCH_ROWS
+    # Above this share of a batch's lines needing Python, the batch is fetched as cells
+    refetch_share: float = 0.25
 
-    def select(self, keys: Sequence[Any] | None = None) -> Select[Any]:
+    def select(self, keys: Callable[[Any], Any] | None = None) -> Select[Any]:
         """The statement's rows as CSV cells in `columns` order (others, null until `extra`);
-        with `keys`, only the rows that have them."""
+        with `keys`, only the rows whose key column it accepts."""
         rows = self.stmt.subquery("export")
         cells = [
             csv_safe(rows.c[c]).label(c) if c in rows.c else null().label(c) for c in self.columns
         ]
         stmt = core_select(*cells).order_by(*(rows.c[c] for c in self.order_by))
-        return stmt if keys is None else stmt.where(rows.c[self.order_by[0]].in_(keys))
+        return stmt if keys is None else stmt.where(keys(rows.c[self.order_by[0]]))
+
+    def _fetched(self, reader: Reader, keys: Callable[[Any], Any]) -> Iterator[str]:
+        """The CSV lines of the rows `keys` accepts, fetched as cells (the reader's cursor)."""
+        rows = Prepared.compile(self.select(keys), reader.dialect).rows(reader.cursor, {})
+        return self._written(reader, rows)
 
     def line_select(self, dialect: str) -> Select[Any]:
         """(line, key): each row as one string of line_cell()s (see clean())."""
@@ -231,20 +281,32 @@ class Export:
         return map(writer.writerow, rows if self.extra is None else self.extra(reader, rows))
 
     def _from_lines(self, reader: Reader, batch: Sequence[Any]) -> bytes:
-        """The database's lines as CSV; the lines clean() fails are fetched as cells and
-        written by csv.writer."""
+        """The database's lines as CSV. Lines that need more than as_csv() (see unclean()) are
+        split into their cells and written by csv.writer; one that cannot be split (a MARK, a
+        separator in the data) is fetched as cells first."""
         cells = len(self.columns)
-        lines = b"".join(map(LINE, batch))
-        if clean(lines, len(batch), cells):
-            return as_csv(lines)
-        fine = [clean(line, 1, cells) for line, _ in batch]
-        keys = [key for (_, key), ok in zip(batch, fine, strict=True) if not ok]
-        rows = Prepared.compile(self.select(keys), reader.dialect).rows(reader.cursor, {})
-        written = self._written(reader, rows)
-        return b"".join(  # both in key order
-            as_csv(line) if ok else next(written).encode()
-            for (line, _), ok in zip(batch, fine, strict=True)
-        )
+        lines = list(map(LINE, batch))
+        joined = b"".join(lines)
+        if clean(joined, len(lines), cells):
+            return as_csv(joined)
+        bad = unclean(joined, lines, cells)
+        if len(bad) > self.refetch_share * len(lines):  # cheaper as cells, all at once
+            first, last = batch[0][1], batch[-1][1]
+            return "".join(self._fetched(reader, lambda k: k.between(first, last))).encode()
+        writer = csv.writer(Echo(), lineterminator="\r\n")
+        out: list[Any] = []  # CSV bytes, or the key of a row still to fetch
+        start = 0  # of the run of good lines not yet added
+        for i in sorted(bad):
+            out.append(as_csv(b"".join(lines[start:i])))
+            split = split_line(lines[i], cells)
+            out.append(batch[i][1] if split is None else writer.writerow(split).encode())
+            start = i + 1
+        out.append(as_csv(b"".join(lines[start:])))
+        keys = [k for k in out if not isinstance(k, bytes)]
+        if keys:
+            fetched = self._fetched(reader, lambda k: k.in_(keys))  # in key order, as the batch
+            out = [k if isinstance(k, bytes) else next(fetched).encode() for k in out]
+        return b"".join(out)
 
     def response(self, engine: Engine, bom: bool) -> StreamingResponse:
         """Streams every row; the stream owns its session, which outlives the request's."""

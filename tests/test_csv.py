@@ -276,10 +276,11 @@ async def test_edge_cells_are_exported_as_cell_and_repr_write_them(
 
 @pytest.mark.parametrize("export", [observations_export(ObservationFilter()), cities_export()])
 @pytest.mark.parametrize("batch_rows", [1, 4, 10_000])
+@pytest.mark.parametrize("refetch_share", [0.0, 1.0])  # every bad batch fetched as cells, none
 def test_lines_written_by_the_database_are_the_bytes_csv_writer_writes(
-    app: FastAPI, edge_rows: None, export: Export, batch_rows: int
+    app: FastAPI, edge_rows: None, export: Export, batch_rows: int, refetch_share: float
 ) -> None:
-    export = dataclasses.replace(export, batch_rows=batch_rows)
+    export = dataclasses.replace(export, batch_rows=batch_rows, refetch_share=refetch_share)
     engine = app.state.engine
     by_database = b"".join(export.chunks(engine, by_database=True))
     assert by_database == b"".join(export.chunks(engine, by_database=False))
