@@ -91,9 +91,10 @@ def csv_safe(column: Any) -> Any:
 # is text (which the formula guard looks at) and whether it is the row's first. A batch of
 # such lines is CSV after one translate() (the separators become commas, or go), unless some
 # text needs what csv.writer would add: quotes (a `,` `"` CR or LF inside) or the guard (a
-# trigger first). clean() tells with a few scans of the batch; in a batch where it fails, each
-# line it fails, and each line the database marks as Python's (MARK: a float it can't print as
-# repr() does, a cell computed in Python), is fetched as cells and written by csv.writer. The
+# trigger first). clean() tells with a few scans of the batch. In a batch where it fails,
+# unclean() finds the lines that need more; each is split at its separators and written by
+# csv.writer, and one that cannot be split (a MARK, where the database could not write a cell:
+# a float it can't print as repr() does, a cell computed in Python) is fetched as cells. The
 # bytes are the same. Stored text has no NUL (writes refuse it), at which printf would cut a
 # cell short.
 
@@ -137,37 +138,42 @@ def line_of(form: str, cells: list[Any], dialect: str) -> Any:
     return cast(func.printf(form, *cells), LargeBinary)
 
 
+# What needs more than as_csv(), each as (a byte to look for first, as memchr finds it fast,
+# the bytes that need it): a comma, a quote, a MARK, a text cell starting with a trigger.
+MARKED = MARK.encode()
+UNCLEAN = (
+    (b",", b","),
+    (b'"', b'"'),
+    (MARKED, MARKED),
+    *((t, s + t) for s in (TEXT, FIRST_TEXT) for t in GUARDED_STARTS),
+)
+
+
+def separators_only(lines: bytes, rows: int, cells: int) -> bool:
+    """Exactly the separators and CR LFs of `rows` lines of `cells` cells: none in the data."""
+    return len(lines) - len(lines.translate(None, SEPARATORS + b"\r\n")) == rows * (cells + 2)
+
+
 def clean(lines: bytes, rows: int, cells: int) -> bool:
     """Whether `rows` lines of `cells` line_cell()s are CSV once as_csv()."""
-    if b"," in lines or b'"' in lines or MARK.encode() in lines:
-        return False
-    # the separators and each line's CR LF, and no more of them: none in the data
-    if len(lines) - len(lines.translate(None, SEPARATORS + b"\r\n")) != rows * (cells + 2):
-        return False
-    return not any(
-        t in lines and (TEXT + t in lines or FIRST_TEXT + t in lines) for t in GUARDED_STARTS
+    return separators_only(lines, rows, cells) and not any(
+        first in lines and found in lines for first, found in UNCLEAN
     )
-
-
-# What clean() looks for, as byte strings found in a batch; a text separator with a trigger
-UNCLEAN = (b",", b'"', MARK.encode(), *(s + t for s in (TEXT, FIRST_TEXT) for t in GUARDED_STARTS))
 
 
 def unclean(joined: bytes, lines: Sequence[bytes], cells: int) -> set[int]:
     """The indexes of the lines clean() fails, found in the joined batch by find() (memchr
     speed), so a batch with a few such lines costs a few lookups, not one check per line."""
-    if len(joined) - len(joined.translate(None, SEPARATORS + b"\r\n")) != len(lines) * (
-        cells + 2
-    ):  # control bytes in the data: only line by line can tell where
+    if not separators_only(joined, len(lines), cells):  # only line by line can tell where
         return {i for i, line in enumerate(lines) if not clean(line, 1, cells)}
     ends = list(accumulate(map(len, lines)))
     bad: set[int] = set()
-    for token in UNCLEAN:
-        at = joined.find(token)
+    for first, found in UNCLEAN:
+        at = joined.find(found) if first in joined else -1
         while at >= 0:
             line = bisect_right(ends, at)
             bad.add(line)
-            at = joined.find(token, ends[line])  # the rest of that line is written anyway
+            at = joined.find(found, ends[line])  # the rest of that line is written anyway
     return bad
 
 
@@ -178,7 +184,7 @@ TEXT_SEPARATORS = (FIRST_TEXT.decode(), TEXT.decode())
 def split_line(line: bytes, cells: int) -> list[str] | None:
     """A line's cells, the text ones through cell() (their guard), when they can be told
     apart: no MARK, and exactly one separator per cell (none in the data)."""
-    if MARK.encode() in line or not line.endswith(b"\r\n"):
+    if MARKED in line or not line.endswith(b"\r\n"):
         return None
     parts = SPLIT.split(line[:-2].decode())  # ['', separator, cell, separator, cell, ...]
     if len(parts) != 2 * cells + 1:
