@@ -167,36 +167,49 @@ class ConditionalGet:
         key = path.encode() + b"?" + scope.get("query_string", b"")
         if await self.answered(etag, key, send):
             return
-        answering = self.answering.get((etag, key))
-        if answering is not None:
-            await answering.wait()
-            if await self.answered(etag, key, send):
-                return  # else it was not cacheable (an error, say): this request asks itself
-        else:
-            answering = self.answering[etag, key] = anyio.Event()
+        answering: anyio.Event | None = None  # set once this request's answer is known
+        if self.cache.max_entries:
+            first = self.answering.get((etag, key))
+            if first is not None:
+                await first.wait()
+                if await self.answered(etag, key, send):
+                    return  # else it was not cacheable (an error, say): this request asks itself
+            else:
+                answering = self.answering[etag, key] = anyio.Event()
+
+        def answer_known() -> None:
+            """Wakes the requests waiting for this one: its answer is cached, or won't be."""
+            nonlocal answering
+            if answering is not None:
+                if self.answering.get((etag, key)) is answering:
+                    del self.answering[etag, key]
+                answering.set()
+                answering = None
 
         cacheable: list[tuple[bytes, bytes]] | None = None  # the headers of a JSON 200
 
         async def with_validators(message: Message) -> None:
             nonlocal cacheable
-            if message["type"] == "http.response.start" and message["status"] == 200:
-                headers = MutableHeaders(scope=message)
-                headers["ETag"] = etag
-                headers["Last-Modified"] = last_modified
-                if headers.get("content-type", "").startswith("application/json"):
-                    cacheable = list(message["headers"])  # copied before CORS adds its own
+            if message["type"] == "http.response.start":
+                if message["status"] == 200:
+                    headers = MutableHeaders(scope=message)
+                    headers["ETag"] = etag
+                    headers["Last-Modified"] = last_modified
+                    if headers.get("content-type", "").startswith("application/json"):
+                        cacheable = list(message["headers"])  # copied before CORS adds its own
+                if cacheable is None:
+                    answer_known()  # a CSV stream, an error: the others need not wait for it
             elif message["type"] == "http.response.body" and cacheable is not None:
                 if not message.get("more_body", False):  # JSON comes whole, in one message
                     self.cache.put(etag, key, 200, cacheable, message.get("body", b""))
                 cacheable = None
+                answer_known()
             await send(message)
 
         try:
             await self.app(scope, receive, with_validators)
         finally:
-            if self.answering.get((etag, key)) is answering:
-                del self.answering[etag, key]
-                answering.set()
+            answer_known()
 
     async def answered(self, etag: str, key: bytes, send: Send) -> bool:
         """Sends the cached answer, if there is one."""

@@ -3,7 +3,12 @@
 import csv
 import dataclasses
 import io
+import threading
+from collections.abc import Iterator
+from typing import Any
 
+import anyio
+import anyio.to_thread
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -300,3 +305,38 @@ def test_clean_vouches_only_for_text_csv_writer_would_leave_alone(text: str) -> 
     )
     assert clean(FIRST_TEXT + data + OTHER + b"2.5" + b"\r\n", 1, 2) is plain
     assert clean((FIRST_OTHER + b"7" + TEXT + b"x" + b"\r\n") * 3, 3, 2) is True
+
+
+async def test_a_csv_stream_does_not_hold_up_the_same_url_asked_meanwhile(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent misses for one URL wait for the first answer only when it can be cached
+    (app/caching.py): a second download of a CSV still streaming is not made to wait for it."""
+    reached, gate = threading.Event(), threading.Event()
+    streams: list[int] = []
+    chunks = Export.chunks
+
+    def held_first(self: Export, *args: Any, **kwargs: Any) -> Iterator[bytes]:
+        streams.append(len(streams))
+        for i, chunk in enumerate(chunks(self, *args, **kwargs)):
+            yield chunk
+            if streams[0] == 0 and len(streams) == 1 and i == 0:
+                reached.set()
+                gate.wait(30)  # the first stream stops after its header until released
+
+    monkeypatch.setattr(Export, "chunks", held_first)
+    url = "/api/v1/observations.csv?city=ningbo"
+    async with anyio.create_task_group() as tasks:
+        first: list[httpx.Response] = []
+
+        async def ask_first() -> None:
+            first.append(await client.get(url))
+
+        tasks.start_soon(ask_first)
+        await anyio.to_thread.run_sync(reached.wait, 10)
+        with anyio.fail_after(10):
+            second = await client.get(url)
+        gate.set()
+    assert second.status_code == first[0].status_code == 200
+    assert second.content == first[0].content
+    assert len(streams) == 2
