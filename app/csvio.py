@@ -91,12 +91,11 @@ def csv_safe(column: Any) -> Any:
 # is text (which the formula guard looks at) and whether it is the row's first. A batch of
 # such lines is CSV after one translate() (the separators become commas, or go), unless some
 # text needs what csv.writer would add: quotes (a `,` `"` CR or LF inside) or the guard (a
-# trigger first). clean() tells with a few scans of the batch. In a batch where it fails,
-# unclean() finds the lines that need more; each is split at its separators and written by
-# csv.writer, and one that cannot be split (a MARK, where the database could not write a cell:
-# a float it can't print as repr() does, a cell computed in Python) is fetched as cells. The
-# bytes are the same. Stored text has no NUL (writes refuse it), at which printf would cut a
-# cell short.
+# trigger first). unclean() finds the lines that need more with a few scans of the batch
+# (mostly none); each is split at its separators and written by csv.writer, and one that
+# cannot be split (a MARK, where the database could not write a cell: a float it can't print
+# as repr() does, a cell computed in Python) is fetched as cells. The bytes are the same.
+# Stored text has no NUL (writes refuse it), at which printf would cut a cell short.
 
 FIRST_TEXT, FIRST_OTHER, TEXT, OTHER = b"\x1d", b"\x1c", b"\x1f", b"\x1e"
 SEPARATORS = FIRST_TEXT + FIRST_OTHER + TEXT + OTHER
@@ -166,11 +165,12 @@ def unclean(joined: bytes, lines: Sequence[bytes], cells: int) -> set[int]:
     speed), so a batch with a few such lines costs a few lookups, not one check per line."""
     if not separators_only(joined, len(lines), cells):  # only line by line can tell where
         return {i for i, line in enumerate(lines) if not clean(line, 1, cells)}
-    ends = list(accumulate(map(len, lines)))
+    ends: list[int] = []  # where each line ends in `joined`, once something is found
     bad: set[int] = set()
     for first, found in UNCLEAN:
         at = joined.find(found) if first in joined else -1
         while at >= 0:
+            ends = ends or list(accumulate(map(len, lines)))
             line = bisect_right(ends, at)
             bad.add(line)
             at = joined.find(found, ends[line])  # the rest of that line is written anyway
@@ -209,6 +209,12 @@ class Echo:
 
     def write(self, line: str) -> str:
         return line
+
+
+def crlf_writer() -> Any:
+    """A csv.writer whose writerow(row) returns the row's CRLF-terminated line (one per
+    thread: a writer keeps its record between calls)."""
+    return csv.writer(Echo(), lineterminator="\r\n")
 
 
 @dataclass
@@ -266,7 +272,7 @@ class Export:
         """UTF-8: the header, then one chunk of CRLF-terminated lines per BATCH_ROWS rows,
         straight from the driver's cursor, so memory stays flat. `by_database` (default: where
         it can) has the database write the lines; else every row goes through csv.writer."""
-        header = csv.writer(Echo(), lineterminator="\r\n").writerow(self.columns)
+        header = crlf_writer().writerow(self.columns)
         yield (("\ufeff" if bom else "") + header).encode()
         dialect = engine.dialect.name
         by_lines = dialect in LINE_DIALECTS if by_database is None else by_database
@@ -283,7 +289,7 @@ class Export:
 
     def _written(self, reader: Reader, rows: Sequence[Any]) -> Iterator[str]:
         """Rows of cells, through `extra`, as csv.writer writes them: a line each."""
-        writer = csv.writer(Echo(), lineterminator="\r\n")
+        writer = crlf_writer()
         return map(writer.writerow, rows if self.extra is None else self.extra(reader, rows))
 
     def _from_lines(self, reader: Reader, batch: Sequence[Any]) -> bytes:
@@ -293,13 +299,13 @@ class Export:
         cells = len(self.columns)
         lines = list(map(LINE, batch))
         joined = b"".join(lines)
-        if clean(joined, len(lines), cells):
-            return as_csv(joined)
         bad = unclean(joined, lines, cells)
+        if not bad:
+            return as_csv(joined)
         if len(bad) > self.refetch_share * len(lines):  # cheaper as cells, all at once
             first, last = batch[0][1], batch[-1][1]
             return "".join(self._fetched(reader, lambda k: k.between(first, last))).encode()
-        writer = csv.writer(Echo(), lineterminator="\r\n")
+        writer = crlf_writer()
         out: list[Any] = []  # CSV bytes, or the key of a row still to fetch
         start = 0  # of the run of good lines not yet added
         for i in sorted(bad):
