@@ -52,10 +52,17 @@ class SQLiteVersion:
     def __init__(self, path: str) -> None:
         self.connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         self.connection.isolation_level = None  # autocommit: each read sees the latest commit
+        self.row: tuple[int, str] | None = None
+        self.validators: tuple[str, str] | None = None
 
     def __call__(self) -> tuple[str, str] | None:
         row = self.connection.execute(self.SQL).fetchone()
-        return None if row is None else _validators(row[0], datetime.fromisoformat(row[1]))
+        if row != self.row:  # a write since the last request: new validators
+            self.row = row
+            self.validators = (
+                None if row is None else _validators(row[0], datetime.fromisoformat(row[1]))
+            )
+        return self.validators
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -116,8 +123,10 @@ class ConditionalGet:
         self.sqlite_version: SQLiteVersion | None = None
         # The misses being answered, by version and URL: the same URL asked again meanwhile
         # waits for that answer instead of computing it too (64 clients opening a cold
-        # dimension page ran 64 copies of a 70 ms query, each slower for the others).
-        self.answering: dict[tuple[str, bytes], anyio.Event] = {}
+        # dimension page ran 64 copies of a 70 ms query, each slower for the others). The
+        # Event is made by the first request that waits: most misses have none, and an anyio
+        # Event costs a few µs to make.
+        self.answering: dict[tuple[str, bytes], list[anyio.Event]] = {}
 
     async def version(self, engine: Engine) -> tuple[str, str] | None:
         url = engine.url
@@ -167,15 +176,17 @@ class ConditionalGet:
         key = path.encode() + b"?" + scope.get("query_string", b"")
         if await self.answered(etag, key, send):
             return
-        answering: anyio.Event | None = None  # set once this request's answer is known
+        answering: list[anyio.Event] | None = None  # set once this request's answer is known
         if self.cache.max_entries:
             first = self.answering.get((etag, key))
             if first is not None:
-                await first.wait()
+                if not first:
+                    first.append(anyio.Event())
+                await first[0].wait()
                 if await self.answered(etag, key, send):
                     return  # else it was not cacheable (an error, say): this request asks itself
             else:
-                answering = self.answering[etag, key] = anyio.Event()
+                answering = self.answering[etag, key] = []
 
         def answer_known() -> None:
             """Wakes the requests waiting for this one: its answer is cached, or won't be."""
@@ -183,7 +194,8 @@ class ConditionalGet:
             if answering is not None:
                 if self.answering.get((etag, key)) is answering:
                     del self.answering[etag, key]
-                answering.set()
+                for waited in answering:
+                    waited.set()
                 answering = None
 
         cacheable: list[tuple[bytes, bytes]] | None = None  # the headers of a JSON 200
