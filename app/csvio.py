@@ -26,13 +26,10 @@ from sqlalchemy import (
     LargeBinary,
     Select,
     String,
-    Text,
-    and_,
     case,
     cast,
     func,
     literal,
-    literal_column,
     null,
 )
 from sqlalchemy import select as core_select
@@ -46,6 +43,7 @@ from app.prepared import Prepared, Reader
 from app.queries import (
     ObservationFilter,
     derived_input_keys,
+    float_as_repr,
     indicator_select,
     observations_select,
 )
@@ -114,18 +112,7 @@ def line_cell(column: Any, dialect: str) -> Any:
     if isinstance(kind, String | Integer):
         return column
     if isinstance(kind, Float):
-        # Between 1e-4 and 1e15 Python and both databases print without an exponent, and if
-        # the digits a database prints read back as the same float, they are the shortest that
-        # do, which are repr()'s (SQLite prints up to 15; PostgreSQL the shortest, but a whole
-        # number without its `.0`).
-        text: Any = cast(column, Text)
-        if dialect == "postgresql":
-            text = text + case((column == func.trunc(column), literal(".0")), else_=literal(""))
-        printable = and_(
-            func.abs(column) >= literal_column("0.0001"),
-            func.abs(column) < literal_column("1e15"),
-            cast(cast(column, Text), Float) == column,
-        )
+        text, printable = float_as_repr(column, dialect)
         return case((column.is_(None), null()), (printable, text), else_=literal(MARK))
     return literal(MARK)
 

@@ -8,16 +8,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     DateTime,
+    Float,
     FromClause,
     Integer,
+    LargeBinary,
     Select,
+    Text,
+    and_,
     bindparam,
+    case,
+    cast,
     exists,
     false,
     func,
+    literal,
+    literal_column,
+    or_,
     true,
 )
 from sqlalchemy import select as core_select
@@ -71,6 +82,7 @@ class Slice:
     rows: list[Any]
     total: int
     next_cursor: str | None
+    items_json: bytes | None = None  # the rows as one JSON array, when the database wrote them
 
 
 def paginate(
@@ -190,15 +202,16 @@ class ObservationFilter:
             params.update(values_of(name, codes))
         return params
 
-    def check(self, reader: Reader, rows: Sequence[dict[str, Any]] = ()) -> None:
+    def check(self, reader: Reader, rows: Sequence[Sequence[Any]] = ()) -> None:
         """422 for codes that name nothing. A code that appears in `rows` (a page this filter
-        returned) plainly exists, so only the others are looked up: usually none."""
-        for model, codes, field_, what, listing in (
-            (City, self.cities, "city_code", "city", "/api/v1/cities"),
-            (Indicator, self.indicators, "indicator_code", "indicator", "/api/v1/indicators"),
-            (Dimension, self.dimensions, "dimension_code", "dimension", "/api/v1/dimensions"),
+        returned, each row starting id, city, indicator, dimension) plainly exists, so only
+        the others are looked up: usually none."""
+        for model, codes, at, what, listing in (
+            (City, self.cities, 1, "city", "/api/v1/cities"),
+            (Indicator, self.indicators, 2, "indicator", "/api/v1/indicators"),
+            (Dimension, self.dimensions, 3, "dimension", "/api/v1/dimensions"),
         ):
-            seen = {r[field_] for r in rows}
+            seen = {r[at] for r in rows}
             check_codes(reader, model, [c for c in codes if c not in seen], what, listing)
         if self.year_from and self.year_to and self.year_from > self.year_to:
             raise BadRequest(f"year_from ({self.year_from}) is after year_to ({self.year_to}).")
@@ -288,8 +301,77 @@ def _derivations_select(count: int) -> Select[Any]:
     )
 
 
-def observation_page(reader: Reader, f: ObservationFilter, limit: int, cursor: str | None) -> Slice:
-    """One page of observations as public dicts (with `derived_from`), keyset-paged by id.
+# Dialects whose database writes each row of an observation page as the JSON object orjson
+# writes for its dict: SQLite's json_object escapes text as orjson does, and floats are
+# printed as repr() does or the page is read as dicts. Building 50 dicts and encoding them
+# cost more than the query (docs/performance.md). PostgreSQL's json_build_object spaces its
+# output otherwise, so there the page stays dicts.
+JSON_DIALECTS = ("sqlite",)
+
+
+def float_as_repr(column: Any, dialect: str) -> tuple[Any, ColumnElement[bool]]:
+    """The text the database prints for a float column, and whether it is repr()'s.
+
+    Zero, and between 1e-4 and 1e15, Python and both databases print without an exponent,
+    and if the digits a database prints read back as the same float, they are the shortest
+    that do, which are repr()'s (SQLite prints up to 15; PostgreSQL the shortest, but a whole
+    number without its `.0`). Null when the column is."""
+    text: Any = cast(column, Text)
+    if dialect == "postgresql":
+        text = text + case((column == func.trunc(column), literal(".0")), else_=literal(""))
+    printable = or_(
+        column == literal_column("0.0"),
+        and_(
+            func.abs(column) >= literal_column("0.0001"),
+            func.abs(column) < literal_column("1e15"),
+            cast(cast(column, Text), Float) == column,
+        ),
+    )
+    return text, printable
+
+
+def observation_json_select(shape: FilterShape, after: bool) -> Select[Any]:
+    """observation_page_select's page, each row as its JSON object (`derived_from` left `[]`),
+    after what observation_page needs besides: id and the codes check() looks at,
+    `is_derived`, and whether every float printed as repr() does (if not, dicts are read)."""
+    stmt = observation_page_select(shape, after)
+    c = stmt.selected_columns
+    members: list[Any] = []
+    printed: list[Any] = []
+    for column in c:
+        value: Any = column
+        if isinstance(column.type, Boolean):
+            flag = case(
+                (column, literal_column("'true'")),
+                (column.is_not(None), literal_column("'false'")),
+            )
+            value = func.json(flag)
+        elif isinstance(column.type, Float):  # json_object prints it as CAST(... AS TEXT)
+            _, printable = float_as_repr(column, "sqlite")
+            printed.append(or_(column.is_(None), printable))
+        members += [literal_column(f"'{column.key}'"), value]
+    members += [literal_column("'derived_from'"), func.json(literal_column("'[]'"))]
+    return stmt.with_only_columns(
+        c.id,
+        c.city_code,
+        c.indicator_code,
+        c.dimension_code,
+        c.is_derived,
+        and_(true(), *printed),
+        cast(func.json_object(*members), LargeBinary),
+    )
+
+
+def observation_page(
+    reader: Reader,
+    f: ObservationFilter,
+    limit: int,
+    cursor: str | None,
+    by_database: bool | None = None,
+) -> Slice:
+    """One page of observations (with `derived_from`), keyset-paged by id: as one JSON array
+    the database wrote (`items_json`) where it can (`by_database`, default: JSON_DIALECTS),
+    else as public dicts.
 
     The count is skipped when the first page is the whole result. Unknown filter codes are
     a 422, looked up only when the page does not already show them to exist."""
@@ -297,28 +379,63 @@ def observation_page(reader: Reader, f: ObservationFilter, limit: int, cursor: s
     params = f.params()
     after = None if cursor is None else decode_cursor(cursor, as_int=True)
     page = {**params, "after": after, "limit": limit + 1}
-    rows = reader.dicts(observation_page_select, (shape, after is not None), page)
+    key = (shape, after is not None)
+    if by_database is None:
+        by_database = reader.dialect.name in JSON_DIALECTS
+    lines = reader.rows(observation_json_select, key, page) if by_database else None
+    if lines is not None and not all(line[5] for line in lines[:limit]):
+        lines = None  # a float only Python prints as repr() (the row past the page is not shown)
+    rows: list[Any] = (
+        lines if lines is not None else reader.dicts(observation_page_select, key, page)
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     if after is None and not more:
         total = len(rows)
     else:
         total = reader.rows(observation_count_select, (shape,), params)[0][0]
-    f.check(reader, rows)
-    with_derived_from(reader, rows)
+    if lines is None:
+        f.check(
+            reader,
+            [(r["id"], r["city_code"], r["indicator_code"], r["dimension_code"]) for r in rows],
+        )
+        with_derived_from(reader, rows)
+        last = rows[-1]["id"] if rows else None
+        items_json = None
+    else:
+        f.check(reader, rows)
+        inputs = derivation_inputs(reader, [r[0] for r in rows if r[4]])
+        items_json = (
+            b"["
+            + b",".join(
+                r[6] if not r[4] else r[6][:-3] + orjson.dumps(inputs.get(r[0], [])) + b"}"
+                for r in rows
+            )
+            + b"]"
+        )
+        last = rows[-1][0] if rows else None
+        rows = []
     return Slice(
-        rows=rows, total=total, next_cursor=encode_cursor(rows[-1]["id"]) if more else None
+        rows=rows,
+        total=total,
+        next_cursor=encode_cursor(last) if more else None,
+        items_json=items_json,
     )
 
 
-def with_derived_from(reader: Reader, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Adds `derived_from`, the ids of each derived observation's inputs, to observation dicts."""
-    derived = [r["id"] for r in rows if r["is_derived"]]
+def derivation_inputs(reader: Reader, derived: Sequence[int]) -> dict[int, list[int]]:
+    """The ids of each derived observation's inputs, in order."""
     inputs: dict[int, list[int]] = {}
     if derived:
         ids = values_of("id", derived)
         for obs_id, input_id in reader.rows(_derivations_select, (len(derived),), ids):
             inputs.setdefault(obs_id, []).append(input_id)
+    return inputs
+
+
+def with_derived_from(reader: Reader, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Adds `derived_from`, the ids of each derived observation's inputs, to observation dicts."""
+    inputs = derivation_inputs(reader, [r["id"] for r in rows if r["is_derived"]])
     for r in rows:
         r["derived_from"] = inputs.get(r["id"], [])
     return rows

@@ -26,10 +26,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
+from sqlmodel import Session, select
 
 from app.config import ROOT, Settings
 from app.db import migrate
 from app.main import create_app
+from app.models import City, Derivation, Observation
 from app.seed import load_seed
 
 # Rate limits are tested in test_limits.py, with limits of their own. Anywhere else they would
@@ -283,3 +285,96 @@ def keys(app: FastAPI) -> Keys:
         read={"X-API-Key": create_key(engine, "reader", "read")},
         revoked={"X-API-Key": revoked},
     )
+
+
+# Values at the edges of what the database writes itself (app/csvio.py's CSV lines, and
+# app/queries.py's JSON pages): text that csv.writer quotes or guards or JSON escapes, the
+# lines' own control bytes inside data, and floats that SQLite prints unlike repr() or not at all.
+TEXTS = [
+    "a,b",
+    'say "hi"',
+    "two\nlines",
+    "cr\rhere",
+    "crlf\r\nend",
+    "=1+2",
+    "+1",
+    "-2",
+    "@SUM(A1)",
+    "\tx",
+    "\rx",
+    "unit\x1fsep",
+    "record\x1esep",
+    "group\x1dsep",
+    "file\x1csep",
+    "sub\x1amark",
+    "",
+    "近五成",
+    "a=b",
+    "x-y",
+    "back\\slash",
+    "bell\x07 del\x7f",
+    "line\u2028sep",
+    "emoji 🚀",
+]
+FLOATS = [
+    0.0,
+    -0.0,
+    1e-05,
+    0.0001,
+    0.1,
+    1 / 3,
+    0.30000000000000004,
+    90.0,
+    -12.5,
+    77.55,
+    1e14,
+    123456789012345.6,
+    999999999999999.9,
+    1e15,
+    1e16,
+    1.7976931348623157e308,
+    5e-324,
+    -2.5e-07,
+]
+
+EDGE_ROWS = len(TEXTS) + len(FLOATS) + 1  # and one derived from two of them
+
+
+@pytest.fixture
+def edge_rows(app: FastAPI) -> None:
+    def row(period: int, value: float = 1.5, text: str = "plain") -> Observation:
+        return Observation(
+            city_code="hangzhou",
+            indicator_code="ic_output_growth_5y",
+            period=period,
+            value=value,
+            value_text=text,
+            qualifier="exact",
+            source_id=1,
+            quote=text,
+            note=text,
+        )
+
+    with Session(app.state.engine) as session, session.begin():
+        session.add_all(row(1900 + i, text=t) for i, t in enumerate(TEXTS))
+        session.add_all(row(1950 + i, value=v) for i, v in enumerate(FLOATS))
+        # derived from two of them, with a value the database prints (the seed's one is not)
+        derived = row(2001, value=3.0)
+        derived.is_derived, derived.formula = True, "a + b"
+        session.add(derived)
+        session.flush()
+        inputs = session.exec(
+            select(Observation.id).where(Observation.period.in_((1900, 1901)))  # type: ignore[attr-defined]
+        ).all()
+        session.add_all(Derivation(observation_id=derived.id, input_id=i) for i in inputs)
+        for code in ("=first", "-first", "plain,first"):
+            session.add(
+                City(
+                    code=code,
+                    name_zh="城市",
+                    name_en="City",
+                    province_zh="浙江",
+                    province_en="Zhejiang",
+                    admin_level="prefecture",
+                )
+            )

@@ -1,15 +1,26 @@
 """Lists, pagination, filters and the detail views, through HTTP."""
 
 import asyncio
+from datetime import datetime
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import orjson
 import pytest
+from fastapi import FastAPI
 from sqlmodel import Session
 
-from app.queries import dimension_coverage
+from app.db import reading
+from app.queries import (
+    JSON_DIALECTS,
+    ObservationFilter,
+    Slice,
+    dimension_coverage,
+    observation_page,
+)
 from app.routes import dimensions
-from tests.conftest import get_all
+from tests.conftest import FLOATS, get_all
 
 pytestmark = pytest.mark.anyio
 
@@ -297,3 +308,61 @@ async def test_concurrent_misses_for_one_url_are_answered_once(
         *(client.get("/api/v1/dimensions/old_drivers") for _ in range(3))
     )
     assert [r.status_code for r in missing] == [404] * 3
+
+
+def _pages(engine: Any, f: ObservationFilter, limit: int, by_database: bool | None) -> list[Slice]:
+    """Every page of a filter, cursor after cursor."""
+    pages, cursor = [], None
+    while True:
+        with reading(engine) as reader:
+            pages.append(observation_page(reader, f, limit, cursor, by_database))
+        if (cursor := pages[-1].next_cursor) is None:
+            return pages
+
+
+def _sqlite_prints_as_repr(value: float) -> bool:
+    return value == 0 or (1e-4 <= abs(value) < 1e15 and float(f"{value:.15g}") == value)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        ObservationFilter(),
+        ObservationFilter(cities=["hangzhou"], indicators=["ic_output_growth_5y"]),
+        ObservationFilter(latest=True),
+        ObservationFilter(dimensions=["new_industries"], year_to=2023),
+        ObservationFilter(as_of=datetime(2100, 1, 1)),  # the revisions' columns
+    ],
+)
+@pytest.mark.parametrize("limit", [1, 7, 500])
+def test_pages_the_database_writes_are_the_bytes_orjson_writes(
+    app: FastAPI, edge_rows: None, filters: ObservationFilter, limit: int
+) -> None:
+    engine = app.state.engine
+    if engine.dialect.name not in JSON_DIALECTS:  # PostgreSQL: the dicts, always
+        assert {p.items_json for p in _pages(engine, filters, limit, None)} == {None}
+        return
+    written = _pages(engine, filters, limit, True)
+    as_dicts = _pages(engine, filters, limit, False)
+    assert [(p.total, p.next_cursor) for p in written] == [
+        (p.total, p.next_cursor) for p in as_dicts
+    ]
+    assert [p.items_json or orjson.dumps(p.rows) for p in written] == [
+        orjson.dumps(p.rows) for p in as_dicts
+    ]
+    assert sum(len(p.rows) for p in as_dicts) == as_dicts[0].total
+    if limit == 1:  # read as dicts: exactly the pages of a float SQLite can't print as repr()
+        values = [p.rows[0]["value"] for p in as_dicts if p.rows]
+        fallen_back = [p.rows[0]["value"] for p in written if p.items_json is None]
+        assert fallen_back == [v for v in values if v is not None and not _sqlite_prints_as_repr(v)]
+    assert {p.items_json is None for p in _pages(engine, filters, limit, None)} == {
+        p.items_json is None for p in written
+    }
+
+
+def test_floats_the_database_cannot_print_as_repr_are_among_the_edge_rows() -> None:
+    """The fallback above is exercised: some edge floats need Python, most do not."""
+    assert [v for v in FLOATS if not _sqlite_prints_as_repr(v)] == [
+        1e-05, 1 / 3, 0.30000000000000004, 123456789012345.6, 999999999999999.9,
+        1e15, 1e16, 1.7976931348623157e308, 5e-324, -2.5e-07,
+    ]  # fmt: skip

@@ -26,9 +26,9 @@ from app.csvio import (
     clean,
     observations_export,
 )
-from app.models import City, Observation
+from app.models import Observation
 from app.queries import ObservationFilter
-from tests.conftest import get_all
+from tests.conftest import EDGE_ROWS, FLOATS, TEXTS, get_all
 
 pytestmark = pytest.mark.anyio
 
@@ -180,84 +180,6 @@ def test_export_is_the_same_in_any_batch_size(app: FastAPI, batch_rows: int) -> 
     )
 
 
-# Cells at the edges of what SQLite's printf lines carry (app/csvio.py, clean()): text that
-# csv.writer quotes or guards, the lines' own control bytes inside data, and floats that SQLite
-# prints unlike repr() or not at all.
-TEXTS = [
-    "a,b",
-    'say "hi"',
-    "two\nlines",
-    "cr\rhere",
-    "crlf\r\nend",
-    "=1+2",
-    "+1",
-    "-2",
-    "@SUM(A1)",
-    "\tx",
-    "\rx",
-    "unit\x1fsep",
-    "record\x1esep",
-    "group\x1dsep",
-    "file\x1csep",
-    "sub\x1amark",
-    "",
-    "近五成",
-    "a=b",
-    "x-y",
-]
-FLOATS = [
-    0.0,
-    -0.0,
-    1e-05,
-    0.0001,
-    0.1,
-    1 / 3,
-    0.30000000000000004,
-    90.0,
-    -12.5,
-    77.55,
-    1e14,
-    123456789012345.6,
-    999999999999999.9,
-    1e15,
-    1e16,
-    1.7976931348623157e308,
-    5e-324,
-    -2.5e-07,
-]
-
-
-@pytest.fixture
-def edge_rows(app: FastAPI) -> None:
-    def row(period: int, value: float = 1.5, text: str = "plain") -> Observation:
-        return Observation(
-            city_code="hangzhou",
-            indicator_code="ic_output_growth_5y",
-            period=period,
-            value=value,
-            value_text=text,
-            qualifier="exact",
-            source_id=1,
-            quote=text,
-            note=text,
-        )
-
-    with Session(app.state.engine) as session, session.begin():
-        session.add_all(row(1900 + i, text=t) for i, t in enumerate(TEXTS))
-        session.add_all(row(1950 + i, value=v) for i, v in enumerate(FLOATS))
-        for code in ("=first", "-first", "plain,first"):
-            session.add(
-                City(
-                    code=code,
-                    name_zh="城市",
-                    name_en="City",
-                    province_zh="浙江",
-                    province_en="Zhejiang",
-                    admin_level="prefecture",
-                )
-            )
-
-
 async def test_edge_cells_are_exported_as_cell_and_repr_write_them(
     client: httpx.AsyncClient, app: FastAPI, edge_rows: None
 ) -> None:
@@ -289,7 +211,7 @@ def test_lines_written_by_the_database_are_the_bytes_csv_writer_writes(
     engine = app.state.engine
     by_database = b"".join(export.chunks(engine, by_database=True))
     assert by_database == b"".join(export.chunks(engine, by_database=False))
-    assert len(parse(by_database.decode())) in (30 + len(TEXTS) + len(FLOATS), 5 + 3)
+    assert len(parse(by_database.decode())) in (30 + EDGE_ROWS, 5 + 3)
 
 
 @pytest.mark.parametrize("text", TEXTS)

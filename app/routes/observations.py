@@ -139,7 +139,7 @@ async def list_observations(
     with, whether it is derived (and from which observations), its source and the verbatim quote.
     Unknown codes in a filter are a 422, not an empty page."""
     page = await read(request, lambda reader: observation_page(reader, filters, limit, cursor))
-    return json_page(request, page, limit, page.rows)
+    return json_page(request, page, limit)
 
 
 @router.get(
