@@ -51,6 +51,12 @@ bench: install ## benchmark on SQLite then PostgreSQL (docs/performance.md; BENC
 		datasette==0.65.5 uvloop==0.23.0 httptools==0.9.0 && touch bench/.venv-ref/.ref-1; }
 	$(BIN)/python bench/run.py
 
+# Instructions per request under valgrind: costs that do not move with the machine's load.
+.PHONY: bench-instructions
+bench-instructions: install ## instructions per request: hello-world, page, cached page, floor (docs/performance.md)
+	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+	$(BIN)/python bench/instructions.py
+
 # 64 clients for 60 s, 90% reads and 10% curator writes; fails on any error, timeout or lost write.
 # PostgreSQL: TEST_POSTGRES_URL's server, or a throwaway one from .ci/postgres (skipped, loudly, if none).
 .PHONY: load
