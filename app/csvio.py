@@ -46,6 +46,7 @@ from app.queries import (
     float_as_repr,
     indicator_select,
     observations_select,
+    prints_floats_as_assumed,
 )
 
 # A text cell starting with one of these is run as a formula by Excel and LibreOffice.
@@ -262,7 +263,11 @@ class Export:
         header = crlf_writer().writerow(self.columns)
         yield (("\ufeff" if bom else "") + header).encode()
         dialect = engine.dialect.name
-        by_lines = dialect in LINE_DIALECTS if by_database is None else by_database
+        by_lines = (
+            dialect in LINE_DIALECTS and prints_floats_as_assumed(dialect)
+            if by_database is None
+            else by_database
+        )
         statement = Prepared.compile(
             self.line_select(dialect) if by_lines else self.select(), engine.dialect
         )

@@ -3,9 +3,12 @@ not ORM objects: the API validates them once, on the way out."""
 
 import base64
 import re
+import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import orjson
@@ -309,6 +312,32 @@ def _derivations_select(count: int) -> Select[Any]:
 JSON_DIALECTS = ("sqlite",)
 
 
+@cache
+def sqlite_prints_floats_as_assumed() -> bool:
+    """Whether this process's SQLite prints floats as float_as_repr and JSON_DIALECTS assume:
+    a float's text either fails to read back or is repr()'s (SQLite 3.40 prints up to 15
+    digits; one printing 17 would read back as 0.10000000000000001), and json_object prints a
+    float as CAST does (and exists). Asked once, of an in-memory database: the library is the
+    same for every connection. If not, the exports and pages are written by Python."""
+    try:
+        with closing(sqlite3.connect(":memory:")) as connection:
+            for value in (0.1, 2.0, 1 / 3, 0.30000000000000004, 77.55, 123456.789):
+                text, json_text, reads_back = connection.execute(
+                    "SELECT CAST(?1 AS TEXT), json_object('v', ?1), "
+                    "CAST(CAST(?1 AS TEXT) AS REAL) = ?1",
+                    (value,),
+                ).fetchone()
+                if (reads_back and text != repr(value)) or json_text != f'{{"v":{text}}}':
+                    return False
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def prints_floats_as_assumed(dialect: str) -> bool:
+    return dialect != "sqlite" or sqlite_prints_floats_as_assumed()
+
+
 def float_as_repr(column: Any, dialect: str) -> tuple[Any, ColumnElement[bool]]:
     """The text the database prints for a float column, and whether it is repr()'s.
 
@@ -381,7 +410,8 @@ def observation_page(
     page = {**params, "after": after, "limit": limit + 1}
     key = (shape, after is not None)
     if by_database is None:
-        by_database = reader.dialect.name in JSON_DIALECTS
+        dialect = reader.dialect.name
+        by_database = dialect in JSON_DIALECTS and prints_floats_as_assumed(dialect)
     lines = reader.rows(observation_json_select, key, page) if by_database else None
     if lines is not None and not all(line[5] for line in lines[:limit]):
         lines = None  # a float only Python prints as repr() (the row past the page is not shown)
