@@ -335,6 +335,8 @@ def sqlite_prints_floats_as_assumed() -> bool:
 
 
 def prints_floats_as_assumed(dialect: str) -> bool:
+    """Whether the database may write CSV lines and JSON pages (PostgreSQL: its default
+    extra_float_digits, shortest digits that read back)."""
     return dialect != "sqlite" or sqlite_prints_floats_as_assumed()
 
 
@@ -360,9 +362,10 @@ def float_as_repr(column: Any, dialect: str) -> tuple[Any, ColumnElement[bool]]:
 
 
 def observation_json_select(shape: FilterShape, after: bool) -> Select[Any]:
-    """observation_page_select's page, each row as its JSON object (`derived_from` left `[]`),
-    after what observation_page needs besides: id and the codes check() looks at,
-    `is_derived`, and whether every float printed as repr() does (if not, dicts are read)."""
+    """observation_page_select's page as rows of (id, city, indicator, dimension, is_derived,
+    whether every float printed as repr() does, the row's JSON object as bytes ending with
+    `"derived_from":[]}`): what observation_page needs beside the JSON, for check() and
+    derived_from, and to read dicts instead when a float is not printable."""
     stmt = observation_page_select(shape, after)
     c = stmt.selected_columns
     members: list[Any] = []
@@ -435,14 +438,13 @@ def observation_page(
     else:
         f.check(reader, rows)
         inputs = derivation_inputs(reader, [r[0] for r in rows if r[4]])
-        items_json = (
-            b"["
-            + b",".join(
-                r[6] if not r[4] else r[6][:-3] + orjson.dumps(inputs.get(r[0], [])) + b"}"
-                for r in rows
-            )
-            + b"]"
+        objects = (
+            obj
+            if not derived
+            else obj.removesuffix(b"[]}") + orjson.dumps(inputs.get(id_, [])) + b"}"
+            for id_, _, _, _, derived, _, obj in rows
         )
+        items_json = b"[" + b",".join(objects) + b"]"
         last = rows[-1][0] if rows else None
         rows = []
     return Slice(

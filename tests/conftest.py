@@ -337,7 +337,7 @@ FLOATS = [
     -2.5e-07,
 ]
 
-EDGE_ROWS = len(TEXTS) + len(FLOATS) + 1  # and one derived from two of them
+EDGE_ROWS = len(TEXTS) + len(FLOATS) + 2  # and two derived: from two of them, from none
 
 
 @pytest.fixture
@@ -367,6 +367,9 @@ def edge_rows(app: FastAPI) -> None:
             select(Observation.id).where(Observation.period.in_((1900, 1901)))  # type: ignore[attr-defined]
         ).all()
         session.add_all(Derivation(observation_id=derived.id, input_id=i) for i in inputs)
+        unlinked = row(2002, value=4.0)  # derived, its inputs not recorded: derived_from []
+        unlinked.is_derived, unlinked.formula = True, "c"
+        session.add(unlinked)
         for code in ("=first", "-first", "plain,first"):
             session.add(
                 City(
