@@ -144,8 +144,11 @@ def make_engine(settings: Settings, write: bool = False, timeout_ms: int = 0) ->
         ensure_sqlite_dir(url)
     elif make_url(url).get_backend_name() == "postgresql":
         # Timestamps are stored as UTC without a zone; a server set to local time must not
-        # shift them on the way in or out.
-        options = "-c timezone=UTC"
+        # shift them on the way in or out. Floats come as text, printed with the shortest
+        # digits that read back (extra_float_digits above 0, PostgreSQL's default): a
+        # database set to 0 or below would print at most 15, and 0.30000000000000004 would be
+        # read as 0.3 and the largest double not at all.
+        options = "-c timezone=UTC -c extra_float_digits=1"
         if timeout_ms:
             options += f" -c statement_timeout={timeout_ms}"
         kwargs["connect_args"] = {"options": options}

@@ -335,8 +335,8 @@ def sqlite_prints_floats_as_assumed() -> bool:
 
 
 def prints_floats_as_assumed(dialect: str) -> bool:
-    """Whether the database may write CSV lines and JSON pages (PostgreSQL: its default
-    extra_float_digits, shortest digits that read back)."""
+    """Whether the database may write CSV lines and JSON pages (PostgreSQL prints the shortest
+    digits that read back: the engine sets extra_float_digits, see make_engine)."""
     return dialect != "sqlite" or sqlite_prints_floats_as_assumed()
 
 

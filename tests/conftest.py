@@ -59,6 +59,7 @@ def seed_rows(name: str) -> list[dict[str, str]]:
 TEST_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
 BACKEND = "postgresql" if TEST_POSTGRES_URL else "sqlite"
 sqlite_only = pytest.mark.skipif(BACKEND != "sqlite", reason="about SQLite itself")
+postgresql_only = pytest.mark.skipif(BACKEND != "postgresql", reason="about PostgreSQL itself")
 
 
 class Databases:

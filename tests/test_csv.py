@@ -12,8 +12,11 @@ import anyio.to_thread
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session, select
 
+from app.config import Settings
 from app.csvio import (
     FIRST_OTHER,
     FIRST_TEXT,
@@ -26,9 +29,10 @@ from app.csvio import (
     clean,
     observations_export,
 )
+from app.db import make_engine
 from app.models import Observation
 from app.queries import ObservationFilter
-from tests.conftest import EDGE_ROWS, FLOATS, TEXTS, get_all
+from tests.conftest import EDGE_ROWS, FLOATS, TEXTS, get_all, postgresql_only
 
 pytestmark = pytest.mark.anyio
 
@@ -212,6 +216,39 @@ def test_lines_written_by_the_database_are_the_bytes_csv_writer_writes(
     by_database = b"".join(export.chunks(engine, by_database=True))
     assert by_database == b"".join(export.chunks(engine, by_database=False))
     assert len(parse(by_database.decode())) in (30 + EDGE_ROWS, 5 + 3)
+
+
+@postgresql_only
+@pytest.mark.parametrize("digits", [-14, 0, 3])
+def test_floats_are_read_exactly_whatever_the_database_sets_for_extra_float_digits(
+    settings: Settings, app: FastAPI, edge_rows: None, digits: int
+) -> None:
+    """psycopg reads floats as text. At extra_float_digits 0 or below PostgreSQL prints at
+    most 15 digits: 0.30000000000000004 would be read as 0.3, and the largest double
+    (1.79769313486232e+308) not at all. The engine sets 1 for its own sessions."""
+    with app.state.engine.connect() as connection:
+        database = connection.exec_driver_sql("SELECT current_database()").scalar_one()
+    admin = create_engine(settings.database_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'ALTER DATABASE "{database}" SET extra_float_digits = {digits}')
+    engine = make_engine(settings)
+    try:
+        with admin.connect() as connection:  # a session of the database's own setting
+            third = connection.exec_driver_sql("SELECT CAST(1 / 3.0::float8 AS text)").scalar_one()
+        assert third == {-14: "0.3", 0: "0.333333333333333", 3: "0.3333333333333333"}[digits]
+        with Session(engine) as session:
+            stored = session.exec(
+                select(Observation.value)
+                .where(Observation.period.between(1950, 1999))  # type: ignore[union-attr]
+                .order_by(Observation.period)
+            ).all()
+        assert [repr(v) for v in stored] == [repr(v) for v in FLOATS]
+        export = observations_export(ObservationFilter())
+        by_database = b"".join(export.chunks(engine, by_database=True))
+        assert by_database == b"".join(export.chunks(engine, by_database=False))
+    finally:
+        engine.dispose()
+        admin.dispose()
 
 
 @pytest.mark.parametrize("text", TEXTS)
