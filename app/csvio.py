@@ -42,11 +42,12 @@ from app.models import City, ObservationBase, check_derivation
 from app.prepared import Prepared, Reader
 from app.queries import (
     ObservationFilter,
+    database_writes,
     derived_input_keys,
+    flag_text,
     float_as_repr,
     indicator_select,
     observations_select,
-    prints_floats_as_assumed,
 )
 
 # A text cell starting with one of these is run as a formula by Excel and LibreOffice.
@@ -75,7 +76,7 @@ def csv_safe(column: Any) -> Any:
     """cell() as an SQL expression, so rows go from the cursor to the csv writer untouched."""
     kind = _kind(column)
     if isinstance(kind, Boolean):
-        return case((column.is_(None), null()), (column, literal("true")), else_=literal("false"))
+        return flag_text(column)
     if isinstance(kind, String):
         formula = func.substr(column, 1, 1).in_(FORMULA_TRIGGERS)
         return case((formula, literal("'") + column), else_=column)
@@ -109,7 +110,7 @@ def line_cell(column: Any, dialect: str) -> Any:
     """A cell as the line's %s should print it, or MARK where only Python can write it."""
     kind = _kind(column)
     if isinstance(kind, Boolean):
-        return case((column.is_(None), null()), (column, literal("true")), else_=literal("false"))
+        return flag_text(column)
     if isinstance(kind, String | Integer):
         return column
     if isinstance(kind, Float):
@@ -263,11 +264,7 @@ class Export:
         header = crlf_writer().writerow(self.columns)
         yield (("\ufeff" if bom else "") + header).encode()
         dialect = engine.dialect.name
-        by_lines = (
-            dialect in LINE_DIALECTS and prints_floats_as_assumed(dialect)
-            if by_database is None
-            else by_database
-        )
+        by_lines = database_writes(dialect, LINE_DIALECTS) if by_database is None else by_database
         statement = Prepared.compile(
             self.line_select(dialect) if by_lines else self.select(), engine.dialect
         )

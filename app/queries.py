@@ -340,6 +340,19 @@ def prints_floats_as_assumed(dialect: str) -> bool:
     return dialect != "sqlite" or sqlite_prints_floats_as_assumed()
 
 
+def database_writes(dialect: str, dialects: tuple[str, ...]) -> bool:
+    """Whether the database writes an output itself: one of the `dialects` it can write in,
+    printing floats as assumed."""
+    return dialect in dialects and prints_floats_as_assumed(dialect)
+
+
+def flag_text(column: Any) -> Any:
+    """A boolean column as the text `true` or `false` (null when it is)."""
+    return case(
+        (column, literal_column("'true'")), (column.is_not(None), literal_column("'false'"))
+    )
+
+
 def float_as_repr(column: Any, dialect: str) -> tuple[Any, ColumnElement[bool]]:
     """The text the database prints for a float column, and whether it is repr()'s.
 
@@ -373,11 +386,7 @@ def observation_json_select(shape: FilterShape, after: bool) -> Select[Any]:
     for column in c:
         value: Any = column
         if isinstance(column.type, Boolean):
-            flag = case(
-                (column, literal_column("'true'")),
-                (column.is_not(None), literal_column("'false'")),
-            )
-            value = func.json(flag)
+            value = func.json(flag_text(column))
         elif isinstance(column.type, Float):  # json_object prints it as CAST(... AS TEXT)
             _, printable = float_as_repr(column, "sqlite")
             printed.append(or_(column.is_(None), printable))
@@ -413,8 +422,7 @@ def observation_page(
     page = {**params, "after": after, "limit": limit + 1}
     key = (shape, after is not None)
     if by_database is None:
-        dialect = reader.dialect.name
-        by_database = dialect in JSON_DIALECTS and prints_floats_as_assumed(dialect)
+        by_database = database_writes(reader.dialect.name, JSON_DIALECTS)
     lines = reader.rows(observation_json_select, key, page) if by_database else None
     if lines is not None and not all(line[5] for line in lines[:limit]):
         lines = None  # a float only Python prints as repr() (the row past the page is not shown)
