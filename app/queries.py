@@ -35,6 +35,8 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy import select as core_select
+from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.operators import custom_op
 from sqlmodel import Session, SQLModel, col, select
 
 from app.errors import BadRequest
@@ -234,11 +236,25 @@ class ObservationFilter:
             where.append(one_of(t.c.indicator_code, "indicator", self.indicators))
         if self.dimensions:
             where.append(one_of(col(Indicator.dimension_code), "dimension", self.dimensions))
+        period: ColumnElement[Any] = t.c.period
+        if len(self.cities) == 1 and len(self.indicators) == 1:
+            period = not_searched(period)
         if self.year_from is not None:
-            where.append(t.c.period >= bindparam("year_from", self.year_from))
+            where.append(period >= bindparam("year_from", self.year_from))
         if self.year_to is not None:
-            where.append(t.c.period <= bindparam("year_to", self.year_to))
+            where.append(period <= bindparam("year_to", self.year_to))
         return where
+
+
+def not_searched(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """`+column`: the same value, which SQLite's planner will not search an index by.
+
+    One city and one indicator are a few dozen rows. With a year range SQLite searched
+    uq_observation_key by city, indicator and period, then sorted the rows by id in a temporary
+    B-tree; given only the two codes, it walks ix_observation_indicator_city, whose entries
+    are already in id order, and stops after the page (16% fewer instructions per page at 1M,
+    docs/performance.md)."""
+    return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
 
 
 def observations_select(f: ObservationFilter) -> Select[Any]:

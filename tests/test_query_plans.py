@@ -70,6 +70,36 @@ def test_observation_queries_search_an_index(
         engine.dispose()
 
 
+@pytest.mark.parametrize(
+    "filters",
+    [
+        ObservationFilter(cities=["ningbo"], indicators=["nev_output"]),
+        ObservationFilter(cities=["ningbo"], indicators=["nev_output"], year_to=2024),
+        ObservationFilter(cities=["ningbo"], indicators=["nev_output"], year_from=2020),
+        ObservationFilter(
+            cities=["ningbo"], indicators=["nev_output"], year_from=2020, year_to=2024
+        ),
+    ],
+)
+@pytest.mark.parametrize("after", [False, True])
+def test_one_city_and_indicator_page_reads_in_id_order(
+    db_url: str, filters: ObservationFilter, after: bool
+) -> None:
+    """One city and one indicator, with or without years: the index's entries come in id
+    order, so the page is read without sorting and stops at its last row."""
+    engine = make_engine(Settings(database_url=db_url))
+    page = prepared(engine.dialect, observation_page_select, (filters.shape(), after))
+    try:
+        with Session(engine) as session:
+            steps = plan(session, page, {**filters.params(), "after": 10, "limit": 51})
+    finally:
+        engine.dispose()
+    keys = "indicator_code=? AND city_code=?" + (" AND rowid>?" if after else "")
+    search = f"SEARCH observation USING INDEX ix_observation_indicator_city ({keys})"
+    assert [s for s in steps if " observation " in f" {s} "] == [search], steps
+    assert not [s for s in steps if "TEMP B-TREE" in s], steps
+
+
 def test_unfiltered_page_walks_the_primary_key(db_url: str) -> None:
     engine = make_engine(Settings(database_url=db_url))
     page = prepared(engine.dialect, observation_page_select, (ObservationFilter().shape(), True))
