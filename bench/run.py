@@ -7,7 +7,8 @@ synthetic database (bench/generate.py: the app's models and import path), serves
 drives it with wrk (bench/wrk.lua: a random path per request from a list). In the same run, on
 the same machine, it measures the references: a bare Starlette hello-world; on SQLite, Datasette
 serving the same file and the sqlite3 command-line tool's CSV dump; on PostgreSQL, psql's
-`COPY (select * from observation) TO STDOUT` as the CSV floor. It prints a markdown table and
+`COPY (select * from observation) TO STDOUT` as the CSV floor; for start, the app's
+libraries imported alone and the references' own starts. It prints a markdown table and
 writes everything to bench/results/<timestamp>.json (server logs beside it).
 
 PostgreSQL: unless BENCH_POSTGRES_URL names a server (a SQLAlchemy URL to a database the user
@@ -830,6 +831,33 @@ def machine() -> dict[str, Any]:
     }
 
 
+# Prints the installed-library modules that importing the app loads, in load order.
+LIBRARY_MODULES = """
+import sys, sysconfig
+paths = tuple({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+import app.main, uvicorn
+print(*[n for n, m in list(sys.modules.items()) if (getattr(m, "__file__", None) or "").startswith(paths)])
+"""
+
+
+def libraries_import() -> dict[str, Any]:
+    """The floor under the app's start, measured beside it: a fresh interpreter importing
+    every installed-library module that `import app.main, uvicorn` loads, and none of the
+    app's own code. Best of three, so that the first run's cold files do not count."""
+    listed = subprocess.run(
+        [PYTHON, "-c", LIBRARY_MODULES], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    modules = listed.stdout.split()
+    code = f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m)"
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run([PYTHON, "-c", code], cwd=BENCH, check=True)
+        times.append(time.perf_counter() - started)
+    top = sorted({m.partition(".")[0] for m in modules})
+    return {"seconds": round(min(times), 3), "modules": len(modules), "packages": top}
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
@@ -911,7 +939,14 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         goal(
             "start",
-            "seconds to first response",
+            "seconds to first response"
+            + (
+                f" (beside it: the app's libraries imported alone {libraries} s, Datasette "
+                f"{big.get('datasette_start_seconds')} s, Starlette hello-world "
+                f"{results.get('starlette_start_seconds')} s)"
+                if (libraries := results.get("libraries_import", {}).get("seconds"))
+                else ""
+            ),
             big["start_seconds"],
             "< 1",
             big["start_seconds"] < 1,
@@ -1160,7 +1195,10 @@ def main() -> int:
             log(
                 f"Starlette hello-world (CPU {results['cpu_busy_before_starlette']:.0%} busy before)"
             )
+            results["libraries_import"] = libraries_import()
+            log(f"the app's libraries alone import in {results['libraries_import']['seconds']} s")
             with Server("starlette-hello", cmd, port, "/", dict(os.environ), "/") as hello:
+                results["starlette_start_seconds"] = round(hello.ready_seconds, 3)
                 results["starlette"] = load(hello, ["/"], CONNECTIONS, "starlette-hello")
                 results["starlette_high"] = load(
                     hello, ["/"], HIGH_CONNECTIONS, f"starlette-hello-c{HIGH_CONNECTIONS}"
