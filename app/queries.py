@@ -4,7 +4,7 @@ not ORM objects: the API validates them once, on the way out."""
 import base64
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -333,7 +333,7 @@ def sqlite_prints_floats_as_assumed() -> bool:
     """Whether this process's SQLite prints floats as float_as_repr and JSON_DIALECTS assume:
     a float's text either fails to read back or is repr()'s (SQLite 3.40 prints up to 15
     digits; one printing 17 would read back as 0.10000000000000001), and json_object prints a
-    float as CAST does (and exists). Asked once, of an in-memory database: the library is the
+    float as CAST does (and exists), and a flag_text(..., json) as a JSON boolean. Asked once, of an in-memory database: the library is the
     same for every connection. If not, the exports and pages are written by Python."""
     try:
         with closing(sqlite3.connect(":memory:")) as connection:
@@ -345,6 +345,11 @@ def sqlite_prints_floats_as_assumed() -> bool:
                 ).fetchone()
                 if (reads_back and text != repr(value)) or json_text != f'{{"v":{text}}}':
                     return False
+            flag = flag_text(literal_column("flag"), func.json)
+            sql = f"SELECT json_object('v', {flag.compile()}) FROM (SELECT ?1 AS flag)"
+            for stored, written in ((1, "true"), (0, "false"), (None, "null")):
+                if connection.execute(sql, (stored,)).fetchone() != (f'{{"v":{written}}}',):
+                    return False  # json()'s result made once per statement lost its subtype
     except sqlite3.Error:
         return False
     return True
@@ -362,10 +367,12 @@ def database_writes(dialect: str, dialects: tuple[str, ...]) -> bool:
     return dialect in dialects and prints_floats_as_assumed(dialect)
 
 
-def flag_text(column: Any) -> Any:
-    """A boolean column as the text `true` or `false` (null when it is)."""
+def flag_text(column: Any, wrap: Callable[[Any], Any] = lambda text: text) -> Any:
+    """A boolean column as the text `true` or `false` (null when it is), each `wrap`ped:
+    `func.json` makes them JSON values, each made once per statement (a constant)."""
     return case(
-        (column, literal_column("'true'")), (column.is_not(None), literal_column("'false'"))
+        (column, wrap(literal_column("'true'"))),
+        (column.is_not(None), wrap(literal_column("'false'"))),
     )
 
 
@@ -402,7 +409,7 @@ def observation_json_select(shape: FilterShape, after: bool) -> Select[Any]:
     for column in c:
         value: Any = column
         if isinstance(column.type, Boolean):
-            value = func.json(flag_text(column))
+            value = flag_text(column, func.json)
         elif isinstance(column.type, Float):  # json_object prints it as CAST(... AS TEXT)
             _, printable = float_as_repr(column, "sqlite")
             printed.append(or_(column.is_(None), printable))
