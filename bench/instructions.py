@@ -12,7 +12,8 @@ the requests, is one request's instructions: start-up, warm-up and idle ticks ca
   1m), asked run.py's filtered 50-row pages, each URL once, so none is cached;
 - cached page: the same, 50 URLs asked over and over, all served by the response cache;
 - floor: the same pages read in-process with the sqlite3 module, zipped into dicts and encoded
-  by orjson, with no web stack: what a Python server must at least do for one.
+  by orjson, with no web stack: what a Python server must at least do for one;
+- statement: the floor's statement alone, its rows fetched as tuples and nothing more.
 
 It prints a table and writes bench/results/instructions-<timestamp>.json.
 """
@@ -42,11 +43,12 @@ SIZE = generate.size_key(os.environ.get("BENCH_SIZE", "1m"))
 WARMUP = 50
 CACHEGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
 REFS = re.compile(rb"I\s+refs:\s+([\d,]+)")
+# `+o.period`: read in id order from the (indicator, city) index, as the app reads it.
 FLOOR_SQL = """SELECT o.id, o.city_code, o.indicator_code, o.period, o.value, o.value_text,
   o.qualifier, o.is_derived, o.formula, o.source_id, o.quote, o.note, o.version, i.unit_code,
   i.dimension_code
 FROM observation o JOIN indicator i ON i.code = o.indicator_code
-WHERE o.deleted_at IS NULL AND o.city_code = ? AND o.indicator_code = ? AND o.period <= ?
+WHERE o.deleted_at IS NULL AND o.city_code = ? AND o.indicator_code = ? AND +o.period <= ?
 ORDER BY o.id LIMIT 51"""
 
 
@@ -145,9 +147,9 @@ def server_cost(
     return round((measured - baseline) / len(paths))
 
 
-def floor(db: Path, urls: list[str]) -> None:
-    """In-process: each page read, zipped into dicts and encoded by orjson (run under
-    cachegrind by floor_cost)."""
+def floor(db: Path, urls: list[str], encode: bool) -> None:
+    """In-process: each page read, then (`encode`) zipped into dicts and encoded by orjson
+    (run under cachegrind by floor_cost)."""
     from urllib.parse import parse_qs, urlsplit
 
     import orjson
@@ -159,16 +161,19 @@ def floor(db: Path, urls: list[str]) -> None:
         rows = cursor.execute(
             FLOOR_SQL, (q["city"][0], q["indicator"][0], int(q["year_to"][0]))
         ).fetchall()
+        if not encode:
+            continue
         names = [d[0] for d in cursor.description]
         items = [dict(zip(names, r, strict=True)) for r in rows[:50]]
         orjson.dumps({"items": items, "total": len(items), "limit": 50, "next": None})
 
 
-def floor_cost(db: Path, urls: list[str], logs: Path) -> int:
+def floor_cost(db: Path, urls: list[str], logs: Path, encode: bool = True) -> int:
     counts = []
+    name = "floor" if encode else "statement"
     for label, count in (("measured", len(urls)), ("baseline", 0)):
-        log = logs / f"floor-{label}.log"
-        cmd = [sys.executable, __file__, "--floor", str(db), str(count)]
+        log = logs / f"{name}-{label}.log"
+        cmd = [sys.executable, __file__, f"--{name}", str(db), str(count)]
         proc, out = counted(cmd, dict(os.environ), log)
         proc.wait()
         out.close()
@@ -177,9 +182,10 @@ def floor_cost(db: Path, urls: list[str], logs: Path) -> int:
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--floor":
+    if len(sys.argv) == 4 and sys.argv[1] in ("--floor", "--statement"):
         db, count = Path(sys.argv[2]), int(sys.argv[3])
-        floor(db, page_urls(generate.ensure(SIZE))[WARMUP : WARMUP + count])
+        urls = page_urls(generate.ensure(SIZE))[WARMUP : WARMUP + count]
+        floor(db, urls, encode=sys.argv[1] == "--floor")
         return
     if subprocess.run(["valgrind", "--version"], capture_output=True).returncode != 0:
         raise SystemExit("valgrind is needed (Debian: apt-get install valgrind)")
@@ -225,16 +231,20 @@ def main() -> None:
             logs,
         ),
         "floor": floor_cost(db, fresh, logs),
+        "statement": floor_cost(db, fresh, logs, encode=False),
     }
     hello_cost = costs["hello"]
     print("| per request | instructions | ÷ hello-world |\n|---|---:|---:|")
     for name, cost in costs.items():
         print(f"| {name} | {cost:,} | {cost / hello_cost:.1f} |")
-    ceiling = hello_cost / (hello_cost + costs["floor"])
-    print(
-        f"\nA page that cost only the hello-world plus the floor: {ceiling:.2f} of the "
-        f"hello-world's rate by instructions (ours: {hello_cost / costs['page']:.3f})."
-    )
+    print()
+    for part in ("floor", "statement"):
+        ceiling = hello_cost / (hello_cost + costs[part])
+        print(
+            f"A page that cost only the hello-world plus the {part}: {ceiling:.3f} of the "
+            "hello-world's rate by instructions."
+        )
+    print(f"Ours: {hello_cost / costs['page']:.3f}.")
     out = BENCH / "results" / f"instructions-{stamp}.json"
     out.write_text(
         json.dumps(
