@@ -252,8 +252,8 @@ def not_searched(column: ColumnElement[Any]) -> ColumnElement[Any]:
     One city and one indicator are a few dozen rows. With a year range SQLite searched
     uq_observation_key by city, indicator and period, then sorted the rows by id in a temporary
     B-tree; given only the two codes, it walks ix_observation_indicator_city, whose entries
-    are already in id order, and stops after the page (16% fewer instructions per page at 1M,
-    docs/performance.md)."""
+    are already in id order, and stops after the page (16% fewer instructions for the page's
+    statement at 1M, docs/performance.md)."""
     return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
 
 
@@ -332,9 +332,10 @@ JSON_DIALECTS = ("sqlite",)
 def sqlite_prints_floats_as_assumed() -> bool:
     """Whether this process's SQLite prints floats as float_as_repr and JSON_DIALECTS assume:
     a float's text either fails to read back or is repr()'s (SQLite 3.40 prints up to 15
-    digits; one printing 17 would read back as 0.10000000000000001), and json_object prints a
-    float as CAST does (and exists), and a flag_text(..., json) as a JSON boolean. Asked once, of an in-memory database: the library is the
-    same for every connection. If not, the exports and pages are written by Python."""
+    digits; one printing 17 would read back as 0.10000000000000001), json_object prints a
+    float as CAST does (and exists), and it writes a flag_text(..., func.json) as a JSON
+    boolean. Asked once, of an in-memory database: the library is the same for every
+    connection. If not, the exports and pages are written by Python."""
     try:
         with closing(sqlite3.connect(":memory:")) as connection:
             for value in (0.1, 2.0, 1 / 3, 0.30000000000000004, 77.55, 123456.789):
