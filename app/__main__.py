@@ -1,6 +1,7 @@
 """The command line: `python -m app serve | migrate | seed | export`."""
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,10 +27,19 @@ def prepare_database(settings: Settings) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Loading the app makes some 110,000 objects that live as long as the process. With the
+    # collector on, Python walks them over and over while they are made, a fifth of start-up
+    # (docs/performance.md). So it is off until they are all made, then they are frozen, out
+    # of every later collection too, and it is back on before the first request.
+    gc.disable()
     import uvicorn
+
+    import app.main  # noqa: F401  (here, so that its objects are among the frozen)
 
     settings = get_settings()
     prepare_database(settings)
+    gc.freeze()
+    gc.enable()
     uvicorn.run(
         "app.main:create_app",
         factory=True,

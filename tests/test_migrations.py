@@ -1,6 +1,7 @@
 """Migrations create, upgrade and downgrade the schema; models and migrations do not drift;
 the constraints hold, on SQLite and PostgreSQL alike."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -252,6 +253,19 @@ def test_serve_migrates_a_database_behind_and_seeds_an_empty_one(empty_db_url: s
         engine.dispose()
 
 
+def python_prints(script: str, **env: str) -> str:
+    """What a fresh interpreter running `script` in the project prints."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
 def test_serve_at_head_leaves_alembic_unimported(db_url: str) -> None:
     """Importing Alembic costs a quarter of a second of start-up; at head it is not needed."""
     script = (
@@ -261,10 +275,25 @@ def test_serve_at_head_leaves_alembic_unimported(db_url: str) -> None:
         f"prepare_database(Settings(database_url={db_url!r}))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    assert python_prints(script) == "[]\n"
+
+
+def test_serve_starts_without_collecting_and_freezes_what_it_loaded(db_url: str) -> None:
+    """`serve` loads the app with the garbage collector off (no collection at all), freezes
+    what it made, and turns the collector back on before uvicorn serves anything."""
+    script = (
+        "import gc\n"
+        "import uvicorn\n"
+        "from app.__main__ import main\n"
+        "before = [s['collections'] for s in gc.get_stats()]\n"
+        "def run(*args, **kwargs):\n"
+        "    print(gc.isenabled(), [s['collections'] for s in gc.get_stats()] == before,\n"
+        "          gc.get_freeze_count() > 10 * len(gc.get_objects()))\n"
+        "uvicorn.run = run\n"
+        "main(['serve'])\n"
+        "print(gc.isenabled())\n"
     )
-    assert done.stdout == "[]\n"
+    assert python_prints(script, DATABASE_URL=db_url) == "True True True\nTrue\n"
 
 
 def test_concurrent_migrations_do_not_race(empty_db_url: str) -> None:
