@@ -328,6 +328,13 @@ FLOATS = [
     90.0,
     -12.5,
     77.55,
+    2.675,
+    -0.0001,
+    0.1 + 0.7,  # 0.7999999999999999: near four places, but not them; 15 digits do not read back
+    123456789.12345,  # five places: read back, without the four-places shortcut
+    99999999999.9999,  # the most four places can have under 1e11
+    100000000000.5,
+    123456789012.3456,  # four places, 16 digits: 15 do not read back
     1e14,
     123456789012345.6,
     999999999999999.9,

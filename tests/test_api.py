@@ -381,6 +381,7 @@ def test_this_sqlite_prints_floats_with_15_digits_so_the_fast_paths_are_on() -> 
 def test_floats_the_database_cannot_print_as_repr_are_among_the_edge_rows() -> None:
     """The fallback above is exercised: some edge floats need Python, most do not."""
     assert [v for v in FLOATS if not _sqlite_prints_as_repr(v)] == [
-        1e-05, 1 / 3, 0.30000000000000004, 123456789012345.6, 999999999999999.9,
+        1e-05, 1 / 3, 0.30000000000000004, 0.1 + 0.7, 123456789012.3456, 123456789012345.6,
+        999999999999999.9,
         1e15, 1e16, 1.7976931348623157e308, 5e-324, -2.5e-07,
     ]  # fmt: skip
