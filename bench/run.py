@@ -856,12 +856,13 @@ print(*[n for n, m in list(sys.modules.items()) if (getattr(m, "__file__", None)
 def libraries_import() -> dict[str, Any]:
     """The floor under the app's start, measured beside it: a fresh interpreter importing
     every installed-library module that `import app.main, uvicorn` loads, and none of the
-    app's own code. Best of three, so that the first run's cold files do not count."""
+    app's own code, with the garbage collector off, as `serve` loads them. Best of three, so
+    that the first run's cold files do not count."""
     listed = subprocess.run(
         [PYTHON, "-c", LIBRARY_MODULES], cwd=ROOT, capture_output=True, text=True, check=True
     )
     modules = listed.stdout.split()
-    code = f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m)"
+    code = f"import gc, importlib\ngc.disable()\nfor m in {modules!r}:\n    importlib.import_module(m)"
     times = []
     for _ in range(3):
         started = time.perf_counter()
