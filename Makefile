@@ -24,13 +24,13 @@ fuzz: install ## contract fuzzing: schemathesis against a live server on throwaw
 	bash .ci/fuzz
 
 check: install ## lint, format and type checks
-	$(BIN)/ruff check app tests migrations
-	$(BIN)/ruff format --check app tests migrations
-	$(BIN)/mypy app
+	$(BIN)/ruff check app tests migrations bench
+	$(BIN)/ruff format --check app tests migrations bench
+	$(BIN)/mypy app bench
 
 format: install
-	$(BIN)/ruff format app tests migrations
-	$(BIN)/ruff check --fix app tests migrations
+	$(BIN)/ruff format app tests migrations bench
+	$(BIN)/ruff check --fix app tests migrations bench
 
 migrate: install
 	$(BIN)/python -m app migrate

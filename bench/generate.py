@@ -156,7 +156,7 @@ def _app(url: str, *args: str) -> None:
 
 def _reference_rows(url: str, size: str) -> int:
     """Cities, indicators and a source for the synthetic data, via the app's models."""
-    from sqlmodel import Session, select
+    from sqlmodel import Session, col, select
 
     from app.config import Settings
     from app.db import make_engine
@@ -165,7 +165,9 @@ def _reference_rows(url: str, size: str) -> int:
     n_cities, n_indicators = GRIDS[size]
     engine = make_engine(Settings(database_url=url), write=True)
     with Session(engine) as session:
-        dimensions = [d.code for d in session.exec(select(Dimension).order_by(Dimension.position))]
+        dimensions = [
+            d.code for d in session.exec(select(Dimension).order_by(col(Dimension.position)))
+        ]
         for i in range(n_cities):
             zh, en = PROVINCES[i % len(PROVINCES)]
             session.add(
@@ -264,7 +266,7 @@ def _import(url: str, size: str, source_id: int, chunk: int) -> list[float]:
     try:
         from app.imports import apply_import  # where the set-wise import lives now
     except ImportError:
-        from app.writes import apply_import  # type: ignore[no-redef]
+        from app.writes import apply_import  # type: ignore[no-redef,attr-defined]
 
     settings = Settings(
         database_url=url,

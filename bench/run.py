@@ -42,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,9 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 HIGH_CONNECTIONS = int(os.environ.get("BENCH_HIGH_CONNECTIONS", "256"))
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 CSV_TIMEOUT = int(os.environ.get("BENCH_CSV_TIMEOUT", "180"))
+# Each full CSV export, ours and the floors' (sqlite3, COPY), runs this many times and counts
+# its fastest: the same 1M-row sqlite3 dump took 2.63 s in one run and 4.03 s in the next.
+CSV_RUNS = int(os.environ.get("BENCH_CSV_RUNS", "3"))
 REFERENCES = os.environ.get("BENCH_REFERENCES", "1") != "0"
 WRK_TIMEOUT_S = 5  # wrk counts a request unanswered this long as a timeout
 
@@ -535,7 +539,7 @@ def count_lines(cmd: list[str], label: str, pid: int | None = None) -> dict[str,
     first_byte = None
     try:
         assert proc.stdout is not None
-        while chunk := proc.stdout.read1(1 << 20):  # type: ignore[attr-defined]
+        while chunk := proc.stdout.read1(1 << 20):
             if first_byte is None:
                 first_byte = time.perf_counter() - started
             lines += chunk.count(b"\n")
@@ -561,6 +565,23 @@ def count_lines(cmd: list[str], label: str, pid: int | None = None) -> dict[str,
         result["rss_baseline_mb"] = round(sampler.baseline_kb / 1024, 1)
         result["rss_peak_mb"] = round(sampler.peak_kb / 1024, 1)
         result["rss_growth_mb"] = round((sampler.peak_kb - sampler.baseline_kb) / 1024, 1)
+    return result
+
+
+def fastest(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The fastest of CSV_RUNS runs of `measure`, with every run's rows/s beside it; the
+    fewest rows, the largest RSS growth and any failed status of all of them, so that no run
+    that went wrong is hidden behind a good one."""
+    runs = [measure() for _ in range(CSV_RUNS)]
+    result = {**max(runs, key=lambda r: r["rows_per_s"])}
+    result["runs_rows_per_s"] = [r["rows_per_s"] for r in runs]
+    result["rows"] = min(r["rows"] for r in runs)
+    for key in ("rss_growth_mb", "rss_peak_mb"):
+        if key in result:
+            result[key] = max(r[key] for r in runs)
+    for key, good in (("exit_code", 0), ("http_status", "200")):
+        if key in result:
+            result[key] = next((r[key] for r in runs if r[key] != good), good)
     return result
 
 
@@ -752,8 +773,10 @@ def bench_size(backend: str, size: str, meta: dict[str, Any]) -> dict[str, Any]:
             "page_cold": page_cold,
         }
         offset = app.log_offset()
-        out["app_csv"] = csv_over_http(
-            app.base + "/api/v1/observations.csv", f"{label}-app-csv", app.proc.pid
+        out["app_csv"] = fastest(
+            lambda: csv_over_http(
+                app.base + "/api/v1/observations.csv", f"{label}-app-csv", app.proc.pid
+            )
         )
         out["app_csv"]["expected_rows"] = out["live_rows"]
         out["app_csv"]["server_errors"] = app.errors_since(offset)["tracebacks"]
@@ -767,7 +790,7 @@ def bench_size(backend: str, size: str, meta: dict[str, Any]) -> dict[str, Any]:
         log(f"  CHECK FAILED {name}: {problem}")
 
     if REFERENCES and db is None:
-        out["psql_csv"] = psql_csv(target.url)
+        out["psql_csv"] = fastest(lambda: psql_csv(target.url))
     elif REFERENCES and db is not None:
         port = free_port()
         cmd = [
@@ -805,7 +828,7 @@ def bench_size(backend: str, size: str, meta: dict[str, Any]) -> dict[str, Any]:
                 f"{label}-datasette-csv",
                 ds.proc.pid,
             )
-        out["sqlite3_csv"] = sqlite_csv(db)
+        out["sqlite3_csv"] = fastest(lambda: sqlite_csv(db))
     return out
 
 
@@ -862,7 +885,7 @@ def libraries_import() -> dict[str, Any]:
         [PYTHON, "-c", LIBRARY_MODULES], cwd=ROOT, capture_output=True, text=True, check=True
     )
     modules = listed.stdout.split()
-    code = f"import gc, importlib\ngc.disable()\nfor m in {modules!r}:\n    importlib.import_module(m)"
+    code = f"import gc, importlib\ngc.disable()\nfor m in {modules!r}: importlib.import_module(m)"
     times = []
     for _ in range(3):
         started = time.perf_counter()
