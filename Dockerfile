@@ -15,6 +15,9 @@ COPY alembic.ini pyproject.toml ./
 COPY app ./app
 COPY migrations ./migrations
 COPY seed ./seed
+# PYTHONDONTWRITEBYTECODE keeps Python from caching bytecode as it runs; written here once,
+# no start compiles app/ (~80 ms).
+RUN python -m compileall -q app
 
 RUN useradd --system --uid 10001 --home-dir /srv/xinzhi xinzhi \
     && mkdir -p /data && chown xinzhi /data

@@ -15,6 +15,7 @@ $(STAMP): $(LOCK)
 	rm -f $(VENV)/.installed-* && touch $@
 
 serve: install ## migrate, seed an empty database, serve on HOST:PORT (DATABASE_URL)
+	@$(BIN)/python -m compileall -q app  # the bytecode, once: start never compiles app/
 	$(BIN)/python -m app serve
 
 test: check ## lint, types, then the whole suite on SQLite and on PostgreSQL (.ci/suites)

@@ -1226,6 +1226,9 @@ def main() -> int:
         return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
+    # The app's bytecode written beforehand, as the Dockerfile and `make serve` do, so that no
+    # start spends ~80 ms compiling app/ (PYTHONDONTWRITEBYTECODE keeps Python from caching it).
+    subprocess.run([PYTHON, "-m", "compileall", "-q", "app"], cwd=ROOT, check=True)
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
