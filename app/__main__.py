@@ -28,7 +28,7 @@ def prepare_database(settings: Settings) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     # Loading the app makes some 110,000 objects that live as long as the process. With the
-    # collector on, Python walks them over and over while they are made, a fifth of start-up
+    # collector on, Python walks them over and over while they are made, a quarter of start-up
     # (docs/performance.md). So it is off until they are all made, then they are frozen, out
     # of every later collection too, and it is back on before the first request.
     gc.disable()

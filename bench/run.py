@@ -21,7 +21,8 @@ BENCH_POSTGRES_URL, BENCH_PAGE_URLS (20,000 distinct page URLs at every size),
 BENCH_SPREAD_URLS (1,000: the first of them, asked again and again), BENCH_SECONDS
 (10, per measured run), BENCH_WARMUP (2), BENCH_CONNECTIONS
 (64), BENCH_HIGH_CONNECTIONS (256), BENCH_THREADS (wrk threads, 2), BENCH_CSV_TIMEOUT (180 s
-per export; a slower one is cut and its rows/s is that of the part received), BENCH_REFERENCES
+per export; a slower one is cut and its rows/s is that of the part received), BENCH_CSV_RUNS
+(3 runs of each full export, ours and the floor's; the fastest counts), BENCH_REFERENCES
 (1; 0 skips Starlette, Datasette and the sqlite3 and psql dumps, for quick runs).
 
 Every server binds 127.0.0.1 (PostgreSQL: a Unix socket only) and is stopped at the end, also
