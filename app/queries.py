@@ -383,7 +383,8 @@ def float_as_repr(column: Any, dialect: str) -> tuple[Any, ColumnElement[bool]]:
     Zero, and between 1e-4 and 1e15, Python and both databases print without an exponent,
     and if the digits a database prints read back as the same float, they are the shortest
     that do, which are repr()'s (SQLite prints up to 15; PostgreSQL the shortest, but a whole
-    number without its `.0`). Null when the column is."""
+    number without its `.0`). On SQLite four_places() answers first for most floats, without
+    printing them. Null when the column is."""
     text: Any = cast(column, Text)
     reads_back: Any = cast(cast(column, Text), Float) == column
     if dialect == "postgresql":
@@ -403,8 +404,8 @@ def float_as_repr(column: Any, dialect: str) -> tuple[Any, ColumnElement[bool]]:
 
 def four_places(column: Any) -> ColumnElement[bool]:
     """Whether a float is the nearest to a decimal of at most four places under 1e11, so of at
-    most 15 digits, which therefore read back: SQLite's check without printing the float, which
-    costs it ten times the arithmetic (it is checked first, and most values pass it)."""
+    most 15 digits, which therefore read back: arithmetic only, where printing the float and
+    reading it back costs SQLite about ten times as much."""
     places: Any = literal_column("10000.0")
     return and_(
         func.abs(column) < literal_column("1e11"), func.round(column * places) / places == column
