@@ -44,13 +44,23 @@ export: install ## all observations as CSV on stdout
 
 # PostgreSQL: bench/run.py starts a throwaway server with .ci/postgres (pg_start, pg_stop at the
 # end) unless BENCH_POSTGRES_URL names one; pg_start installs PostgreSQL if it is missing.
-bench: install ## benchmark on SQLite then PostgreSQL (docs/performance.md; BENCH_BACKENDS, BENCH_SIZES, BENCH_SECONDS)
+# The benchmark runs on BENCH_PYTHON ($(PYTHON) unless told) in two virtualenvs of its own: the
+# app's, from the runtime lock as the image installs it, and the references' (Datasette). Both
+# are named after the interpreter, so that a run on another build of Python never reuses them.
+BENCH_PYTHON ?= $(PYTHON)
+BENCH_REFS := datasette==0.65.5 uvloop==0.23.0 httptools==0.9.0
+bench: ## benchmark on SQLite then PostgreSQL (docs/performance.md; BENCH_PYTHON, BENCH_BACKENDS, BENCH_SIZES, BENCH_SECONDS)
 	@for tool in wrk curl sqlite3; do command -v $$tool >/dev/null || { \
 		apt-get update -qq && apt-get install -y -qq wrk curl sqlite3 >/dev/null; break; }; done
-	@test -f bench/.venv-ref/.ref-1 || { $(PYTHON) -m venv bench/.venv-ref && \
-		bench/.venv-ref/bin/python -m pip install --quiet --disable-pip-version-check \
-		datasette==0.65.5 uvloop==0.23.0 httptools==0.9.0 && touch bench/.venv-ref/.ref-1; }
-	$(BIN)/python bench/run.py
+	@tag=$$($(BENCH_PYTHON) -c 'import hashlib, sys; print(hashlib.sha1((sys.executable + sys.version).encode()).hexdigest()[:8])') \
+	&& app=bench/.venv-app-$$tag ref=bench/.venv-ref-$$tag lock=$$(sha1sum requirements.lock | cut -c1-12) \
+	&& { test -f $$app/.installed-$$lock || { rm -rf $$app && $(BENCH_PYTHON) -m venv $$app \
+		&& $$app/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock \
+		&& touch $$app/.installed-$$lock; }; } \
+	&& { test -f $$ref/.ref-1 || { rm -rf $$ref && $(BENCH_PYTHON) -m venv $$ref \
+		&& $$ref/bin/python -m pip install --quiet --disable-pip-version-check $(BENCH_REFS) \
+		&& touch $$ref/.ref-1; }; } \
+	&& BENCH_REF_VENV=$$ref $$app/bin/python bench/run.py
 
 # Instructions per request under valgrind: costs that do not move with the machine's load.
 .PHONY: bench-instructions
