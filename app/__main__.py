@@ -51,6 +51,9 @@ def _serve(args: argparse.Namespace) -> int:
         # waiting over a second (p99 0.7 s against 50 ms at the same throughput; see
         # docs/performance.md).
         loop="asyncio",
+        # No WebSocket protocol: the API has no WebSocket route, and loading `websockets`
+        # cost 1.1-1.6% of start's instructions.
+        ws="none",
     )
     return 0
 

@@ -296,6 +296,23 @@ def test_serve_starts_without_collecting_and_freezes_what_it_loaded(db_url: str)
     assert python_prints(script, DATABASE_URL=db_url) == "True True True\nTrue\n"
 
 
+def test_serve_runs_uvicorn_without_websockets(db_url: str) -> None:
+    """The API has no WebSocket route, so `serve` loads no WebSocket protocol (and no
+    `websockets`) into uvicorn."""
+    script = (
+        "import sys\n"
+        "import uvicorn\n"
+        "from app.__main__ import main\n"
+        "def run(app, **kwargs):\n"
+        "    config = uvicorn.Config(app, **kwargs)\n"
+        "    config.load()\n"
+        "    print(config.ws_protocol_class, 'websockets' in sys.modules)\n"
+        "uvicorn.run = run\n"
+        "main(['serve'])\n"
+    )
+    assert python_prints(script, DATABASE_URL=db_url) == "None False\n"
+
+
 def test_concurrent_migrations_do_not_race(empty_db_url: str) -> None:
     """Several hosts starting at once each run `migrate`: one applies it, the others wait for
     it (an advisory lock on PostgreSQL, the write lock on SQLite) and find nothing to do."""
