@@ -24,7 +24,9 @@ BENCH_SPREAD_URLS (1,000: the first of them, asked again and again), BENCH_SECON
 per export; a slower one is cut and its rows/s is that of the part received), BENCH_CSV_RUNS
 (3 runs of each full export, ours and the floor's; the fastest counts), BENCH_START_RUNS (3
 starts of the app on each database; the fastest counts), BENCH_REFERENCES
-(1; 0 skips Starlette, Datasette and the sqlite3 and psql dumps, for quick runs).
+(1; 0 skips Starlette, Datasette and the sqlite3 and psql dumps, for quick runs),
+BENCH_REF_VENV (Datasette's virtualenv; `make bench` builds it with BENCH_PYTHON and sets it).
+The harness runs its servers on the interpreter that runs it (`make bench`: BENCH_PYTHON).
 
 Every server binds 127.0.0.1 (PostgreSQL: a Unix socket only) and is stopped at the end, also
 on failure or Ctrl-C.
