@@ -278,39 +278,40 @@ def test_serve_at_head_leaves_alembic_unimported(db_url: str) -> None:
     assert python_prints(script) == "[]\n"
 
 
+def serve_prints(run: str, db_url: str, before: str = "", after: str = "") -> str:
+    """What `serve` prints on `db_url` with uvicorn's `run` replaced by the function `run`
+    (its source), with `before` run ahead of `serve` and `after` once it returns."""
+    script = (
+        f"import uvicorn\nfrom app.__main__ import main\n{before}{run}"
+        f"uvicorn.run = run\nmain(['serve'])\n{after}"
+    )
+    return python_prints(script, DATABASE_URL=db_url)
+
+
 def test_serve_starts_without_collecting_and_freezes_what_it_loaded(db_url: str) -> None:
     """`serve` loads the app with the garbage collector off (no collection at all), freezes
     what it made, and turns the collector back on before uvicorn serves anything."""
-    script = (
-        "import gc\n"
-        "import uvicorn\n"
-        "from app.__main__ import main\n"
-        "before = [s['collections'] for s in gc.get_stats()]\n"
+    run = (
         "def run(*args, **kwargs):\n"
         "    print(gc.isenabled(), [s['collections'] for s in gc.get_stats()] == before,\n"
         "          gc.get_freeze_count() > 10 * len(gc.get_objects()))\n"
-        "uvicorn.run = run\n"
-        "main(['serve'])\n"
-        "print(gc.isenabled())\n"
     )
-    assert python_prints(script, DATABASE_URL=db_url) == "True True True\nTrue\n"
+    before = "import gc\nbefore = [s['collections'] for s in gc.get_stats()]\n"
+    after = "print(gc.isenabled())\n"
+    assert serve_prints(run, db_url, before, after) == "True True True\nTrue\n"
 
 
 def test_serve_runs_uvicorn_without_websockets(db_url: str) -> None:
     """The API has no WebSocket route, so `serve` loads no WebSocket protocol (and no
     `websockets`) into uvicorn."""
-    script = (
-        "import sys\n"
-        "import uvicorn\n"
-        "from app.__main__ import main\n"
+    run = (
         "def run(app, **kwargs):\n"
+        "    import sys\n"
         "    config = uvicorn.Config(app, **kwargs)\n"
         "    config.load()\n"
         "    print(config.ws_protocol_class, 'websockets' in sys.modules)\n"
-        "uvicorn.run = run\n"
-        "main(['serve'])\n"
     )
-    assert python_prints(script, DATABASE_URL=db_url) == "None False\n"
+    assert serve_prints(run, db_url) == "None False\n"
 
 
 def test_concurrent_migrations_do_not_race(empty_db_url: str) -> None:
