@@ -122,6 +122,19 @@ def sqlite_transactions(engine: Engine, begin: str) -> None:
         connection.exec_driver_sql(begin)
 
 
+def postgres_options(timeout_ms: int = 0) -> str:
+    """The settings every PostgreSQL connection of the app starts with. Timestamps are stored
+    as UTC without a zone; a server set to local time must not shift them on the way in or
+    out. Floats come as text, printed with the shortest digits that read back
+    (extra_float_digits above 0, PostgreSQL's default): a database set to 0 or below would
+    print at most 15, and 0.30000000000000004 would be read as 0.3 and the largest double not
+    at all."""
+    options = "-c timezone=UTC -c extra_float_digits=1"
+    if timeout_ms:
+        options += f" -c statement_timeout={timeout_ms}"
+    return options
+
+
 def make_engine(settings: Settings, write: bool = False, timeout_ms: int = 0) -> Engine:
     """An engine whose pool request threads can never exhaust. On SQLite, a `write` engine
     begins every transaction with BEGIN IMMEDIATE; use it for every write. A `timeout_ms`
@@ -143,15 +156,7 @@ def make_engine(settings: Settings, write: bool = False, timeout_ms: int = 0) ->
             )
         ensure_sqlite_dir(url)
     elif make_url(url).get_backend_name() == "postgresql":
-        # Timestamps are stored as UTC without a zone; a server set to local time must not
-        # shift them on the way in or out. Floats come as text, printed with the shortest
-        # digits that read back (extra_float_digits above 0, PostgreSQL's default): a
-        # database set to 0 or below would print at most 15, and 0.30000000000000004 would be
-        # read as 0.3 and the largest double not at all.
-        options = "-c timezone=UTC -c extra_float_digits=1"
-        if timeout_ms:
-            options += f" -c statement_timeout={timeout_ms}"
-        kwargs["connect_args"] = {"options": options}
+        kwargs["connect_args"] = {"options": postgres_options(timeout_ms)}
     engine = create_engine(url, **kwargs)
     if is_sqlite(url):
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -28,6 +28,7 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, select
 
+from app.caching import ConditionalGet
 from app.config import ROOT, Settings
 from app.db import migrate
 from app.main import create_app
@@ -153,6 +154,15 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c
+
+
+def conditional_get(app: FastAPI) -> ConditionalGet:
+    """The app's ConditionalGet middleware (app/caching.py), once a request has built the
+    middleware stack."""
+    layer = app.middleware_stack
+    while not isinstance(layer, ConditionalGet):
+        layer = getattr(layer, "app")  # noqa: B009  (each layer's inner app)
+    return layer
 
 
 async def get_all(client: httpx.AsyncClient, url: str, **params: Any) -> list[dict[str, Any]]:

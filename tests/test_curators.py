@@ -4,16 +4,20 @@ import csv
 import hashlib
 import io
 import json
+import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from tests.conftest import Keys
+from app.config import Settings
+from app.main import create_app
+from tests.conftest import BACKEND, Keys, conditional_get
 
 pytestmark = pytest.mark.anyio
 
@@ -503,6 +507,65 @@ async def test_etag_and_last_modified(client: httpx.AsyncClient, keys: Keys) -> 
         "/api/v1/observations.csv", headers={"If-None-Match": fresh.headers["etag"]}
     )
     assert csv.status_code == 304
+
+
+async def test_a_write_through_another_worker_is_seen_at_once(
+    client: httpx.AsyncClient, keys: Keys, settings: Settings
+) -> None:
+    """Each worker caches its own answers; the data version, read from the database on every
+    request (app/caching.py), is what empties the cache. So a write made through another
+    worker changes the ETag and the answer on this one's next request."""
+    first = await client.get("/api/v1/cities/ningbo")
+    assert (await client.get("/api/v1/cities/ningbo")).headers["etag"] == first.headers["etag"]
+    other = create_app(settings)
+    transport = httpx.ASGITransport(app=other)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        written = await c.patch(
+            "/api/v1/cities/ningbo", json={"notes": "elsewhere"}, params=REASON, headers=keys.write
+        )
+    other.state.write_engine.dispose()
+    other.state.engine.dispose()
+    after = await client.get("/api/v1/cities/ningbo")
+    assert written.status_code == 200
+    assert after.headers["etag"] == f'W/"v{int(first.headers["etag"][4:-1]) + 1}"'
+    assert first.json()["notes"] != after.json()["notes"] == "elsewhere"
+
+
+async def test_the_version_connection_is_its_own_and_closed_at_shutdown(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The data version is read outside any transaction, on a connection of its own (not the
+    pool's), which the app closes when it shuts down."""
+    to_app, from_test = anyio.create_memory_object_stream[dict[str, Any]](2)
+    sent: list[str] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    async with to_app, from_test, anyio.create_task_group() as tasks:
+        tasks.start_soon(app, scope, from_test.receive, send)
+        await to_app.send({"type": "lifespan.startup"})
+        await client.get("/api/v1/cities")
+        await client.get("/api/v1/cities")
+        middleware = conditional_get(app)
+        if BACKEND == "postgresql":
+            assert middleware.server_version is not None
+            connection = middleware.server_version.connection
+            assert (connection.autocommit, connection.info.transaction_status) == (True, 0)
+            assert app.state.engine.pool.checkedout() == 0
+        else:
+            assert middleware.sqlite_version is not None
+            connection = middleware.sqlite_version.connection
+            assert (connection.isolation_level, connection.in_transaction) == (None, False)
+        await to_app.send({"type": "lifespan.shutdown"})
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert (middleware.sqlite_version, middleware.server_version) == (None, None)
+    if BACKEND == "postgresql":
+        assert connection.closed
+    else:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+            connection.execute("SELECT 1")
 
 
 def test_openapi_marks_every_write_as_secured(app: FastAPI) -> None:

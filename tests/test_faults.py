@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.pool import NullPool
 
@@ -22,6 +23,7 @@ from tests.conftest import (
     BACKEND,
     TEST_POSTGRES_URL,
     LiveServer,
+    conditional_get,
     kill_group,
     run_cli,
     start_server,
@@ -234,6 +236,26 @@ async def test_a_read_only_or_full_database_is_a_503(
     assert data_dump(app.state.engine) == before
     app.state.engine.dispose()
     app.state.write_engine.dispose()
+
+
+@pytest.mark.skipif(BACKEND != "postgresql", reason="ends a PostgreSQL session")
+async def test_a_lost_version_connection_is_made_again(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The connection the data version is read on (app/caching.py) ends under it: that request
+    is answered without validators, and the next one connects again."""
+    first = await client.get("/api/v1/cities/ningbo")
+    reader = conditional_get(app).server_version
+    assert reader is not None
+    pid = reader.connection.info.backend_pid
+    with app.state.write_engine.connect() as connection:
+        ended = connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        assert ended.scalar() is True
+    lost = await client.get("/api/v1/cities/ningbo")
+    again = await client.get("/api/v1/cities/ningbo")
+    assert (lost.status_code, lost.json(), "etag" in lost.headers) == (200, first.json(), False)
+    assert (again.status_code, again.headers["etag"]) == (200, first.headers["etag"])
+    assert reader.connection.info.backend_pid != pid
 
 
 def pg_ctl(*args: str) -> None:
