@@ -95,7 +95,7 @@ def _export(args: argparse.Namespace) -> int:
     from app.prepared import Reader
     from app.queries import ObservationFilter
 
-    engine = make_engine(get_settings())
+    engine = make_engine(get_settings(), snapshot=True)
     filters = ObservationFilter(
         cities=split_codes(args.city),
         indicators=split_codes(args.indicator),

@@ -135,10 +135,16 @@ def postgres_options(timeout_ms: int = 0) -> str:
     return options
 
 
-def make_engine(settings: Settings, write: bool = False, timeout_ms: int = 0) -> Engine:
+def make_engine(
+    settings: Settings, write: bool = False, timeout_ms: int = 0, snapshot: bool = False
+) -> Engine:
     """An engine whose pool request threads can never exhaust. On SQLite, a `write` engine
     begins every transaction with BEGIN IMMEDIATE; use it for every write. A `timeout_ms`
     cancels any one statement that runs longer (the app's engines; the command line has none).
+    A `snapshot` engine, for reads only, shows each transaction one snapshot of the data, as a
+    SQLite transaction always does: on PostgreSQL its transactions are REPEATABLE READ, where
+    READ COMMITTED would let each statement of a read (a page and its count, an export's
+    batches and the cells fetched between them) see writes committed since the first.
     """
     url = settings.database_url
     kwargs: dict[str, Any] = {
@@ -157,6 +163,8 @@ def make_engine(settings: Settings, write: bool = False, timeout_ms: int = 0) ->
         ensure_sqlite_dir(url)
     elif make_url(url).get_backend_name() == "postgresql":
         kwargs["connect_args"] = {"options": postgres_options(timeout_ms)}
+        if snapshot:
+            kwargs["isolation_level"] = "REPEATABLE READ"
     engine = create_engine(url, **kwargs)
     if is_sqlite(url):
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -242,7 +250,8 @@ def driver_errors(engine: Engine) -> Iterator[None]:
 
 @contextmanager
 def reading(engine: Engine) -> Iterator[Reader]:
-    """A pooled driver connection's cursor inside one read transaction (one snapshot)."""
+    """A pooled driver connection's cursor inside one read transaction: one snapshot on a
+    `snapshot` engine (make_engine)."""
     with driver_errors(engine):
         connection = engine.raw_connection()
         try:

@@ -128,7 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     timeout = settings.statement_timeout_ms
-    app.state.engine = make_engine(settings, timeout_ms=timeout)
+    app.state.engine = make_engine(settings, timeout_ms=timeout, snapshot=True)
     app.state.write_engine = make_engine(settings, write=True, timeout_ms=timeout)
     app.state.loop_reader = LoopReader(app.state.engine)  # SQLite reads on the loop (db.read)
     app.state.db_slots = anyio.CapacityLimiter(settings.pool_size)  # see db.get_session

@@ -4,8 +4,11 @@ each driver takes them."""
 from datetime import UTC, datetime
 
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from app.db import reading
 from app.prepared import prepared
 from app.queries import ObservationFilter, observation_page_select
 
@@ -61,3 +64,23 @@ def test_postgresql_takes_named_arguments(has_cursor: bool) -> None:
     assert arguments["city_1"] == "hefei"
     assert arguments["as_of"] == FILTERS.as_of
     assert arguments["limit"] == 51
+
+
+def test_a_read_sees_one_snapshot(app: FastAPI) -> None:
+    """Every statement of one read (a page and its count, an export's batches and the cells
+    fetched between them) sees the data as the first one saw it, not a write committed
+    meanwhile. On PostgreSQL that takes REPEATABLE READ: a transaction alone would not do it
+    (app/db.py, make_engine)."""
+    notes = "SELECT notes FROM city WHERE code = 'ningbo'"
+    with reading(app.state.engine) as reader:
+        reader.cursor.execute(notes)
+        first = reader.cursor.fetchone()[0]
+        with app.state.write_engine.begin() as connection:
+            connection.execute(text("UPDATE city SET notes = 'changed' WHERE code = 'ningbo'"))
+        reader.cursor.execute(notes)
+        again = reader.cursor.fetchone()[0]
+    with reading(app.state.engine) as reader:
+        reader.cursor.execute(notes)
+        after = reader.cursor.fetchone()[0]
+    assert first != "changed"
+    assert (again, after) == (first, "changed")
