@@ -20,7 +20,13 @@ def prepare_database(settings: Settings) -> None:
         if not at_head(engine):
             migrate(settings.database_url)
         if is_empty(engine):
-            report = load_seed(engine, settings.seed_dir)
+            # A write engine, as for every write: on SQLite it takes the write lock before it
+            # reads, so another instance seeding beside it makes it wait, not fail.
+            writer = make_engine(settings, write=True)
+            try:
+                report = load_seed(writer, settings.seed_dir)
+            finally:
+                writer.dispose()
             print(f"seeded an empty database: {report.changed} rows", file=sys.stderr)
     finally:
         engine.dispose()
@@ -71,7 +77,9 @@ def _seed(args: argparse.Namespace) -> int:
     from app.seed import SeedError, load_seed
 
     settings = get_settings()
-    engine = make_engine(settings)
+    # A write engine: on SQLite, BEGIN IMMEDIATE, so that beside a running app the seed waits
+    # for the write lock before it reads, rather than failing when a write lands under it.
+    engine = make_engine(settings, write=True)
     try:
         report = load_seed(engine, args.dir or settings.seed_dir)
     except SeedError as exc:

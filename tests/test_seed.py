@@ -1,15 +1,19 @@
 """Seeding is idempotent, and a bad seed row fails loudly, naming file and line, writing nothing."""
 
 import shutil
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
 
-from app.config import Settings
+from app.config import ROOT, Settings
 from app.db import make_engine, migrate
 from app.seed import SeedError, is_empty, load_seed
-from tests.conftest import SEED_DIR
+from tests.conftest import SEED_DIR, sqlite_only
 
 TABLES = [
     "unit",
@@ -144,3 +148,34 @@ def test_bad_seed_row_fails_loudly_and_writes_nothing(
     with pytest.raises(SeedError, match=message):
         load_seed(empty_engine, seed)
     assert all(rows == [] for rows in snapshot(empty_engine).values())
+
+
+@sqlite_only
+def test_the_seed_command_waits_its_turn_behind_a_writer(db_url: str) -> None:
+    """`python -m app seed` beside a running app takes SQLite's write lock before it reads,
+    with BEGIN IMMEDIATE, as the app's writers do. With a deferred BEGIN it read, waited for
+    the writer, then found the data moved on under its snapshot and failed
+    (SQLITE_BUSY_SNAPSHOT, "database is locked")."""
+    path = make_url(db_url).database
+    assert path is not None
+    notes = "SELECT code, notes FROM city WHERE code IN ('hefei', 'shenzhen') ORDER BY code"
+    with sqlite3.connect(path) as connection:
+        seeded = connection.execute(notes).fetchall()
+        connection.execute("UPDATE city SET notes = 'drifted' WHERE code = 'hefei'")
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE city SET notes = 'held' WHERE code = 'shenzhen'")
+    seed = subprocess.Popen(
+        [sys.executable, "-m", "app", "seed"],
+        cwd=ROOT,
+        env={"DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)  # the seed has started, and waits for the writer
+    writer.execute("COMMIT")
+    writer.close()
+    _, errors = seed.communicate(timeout=60)
+    assert (seed.returncode, "Traceback" in errors) == (0, False), errors
+    with sqlite3.connect(path) as connection:
+        assert connection.execute(notes).fetchall() == seeded
