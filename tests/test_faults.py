@@ -25,6 +25,7 @@ from tests.conftest import (
     LiveServer,
     conditional_get,
     kill_group,
+    postgresql_only,
     run_cli,
     start_server,
     stop_server,
@@ -238,7 +239,7 @@ async def test_a_read_only_or_full_database_is_a_503(
     app.state.write_engine.dispose()
 
 
-@pytest.mark.skipif(BACKEND != "postgresql", reason="ends a PostgreSQL session")
+@postgresql_only
 async def test_a_lost_version_connection_is_made_again(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
