@@ -76,6 +76,9 @@ class SQLiteVersion(VersionReader):
     def __call__(self) -> tuple[str, str] | None:
         return self.remember(self.connection.execute(self.SQL).fetchone())
 
+    def close(self) -> None:
+        self.connection.close()
+
 
 def _finish(connection: Any) -> None:
     connection.pgconn.finish()  # what AsyncConnection.close() does, without a loop
@@ -204,12 +207,10 @@ class ConditionalGet:
 
     def close(self) -> None:
         """Closes the connections the versions are read on."""
-        if self.sqlite_version is not None:
-            self.sqlite_version.connection.close()
-            self.sqlite_version = None
-        if self.server_version is not None:
-            self.server_version.close()
-            self.server_version = None
+        for reader in (self.sqlite_version, self.server_version):
+            if reader is not None:
+                reader.close()
+        self.sqlite_version = self.server_version = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # the app's whole life: close once it has shut down
