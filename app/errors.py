@@ -157,7 +157,8 @@ def install(app: FastAPI) -> None:
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` entries for routes; main.openapi() rewrites their content to problem+json."""
+    """`responses=` entries for routes: descriptions only. main._openapi() gives each its
+    problem+json content and adds the Problem schemas once."""
     descriptions = {
         404: "Unknown code or id (problem+json).",
         401: "No API key, or an unknown or revoked one (problem+json).",
@@ -168,4 +169,4 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "Invalid parameter or body (problem+json).",
         503: UNAVAILABLE,
     }
-    return {s: {"model": Problem, "description": descriptions[s]} for s in statuses}
+    return {s: {"description": descriptions[s]} for s in statuses}
