@@ -246,7 +246,17 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except Exception as error:
+        from sqlalchemy.exc import OperationalError
+
+        if not isinstance(error, OperationalError):
+            raise
+        # A database that cannot be reached or used (down, timed out, refused): one line that
+        # says so, not a traceback.
+        print(f"error: the database is unavailable: {error.orig}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

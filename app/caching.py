@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.db import postgres_options
+from app.db import postgres_connect_args
 from app.models import AuditEvent
 
 CACHED_PREFIX = "/api/v1/"
@@ -90,22 +90,34 @@ class PostgresVersion(VersionReader):
     requests. From the pool in a worker thread it took four (the pool's ping, BEGIN, the read,
     ROLLBACK) and two thread hops: 632 µs of wall time and 490 µs of CPU per request, against
     118 µs and 111 µs (docs/performance.md). Connected on the first read, again after an
-    error; the connection is closed by close(), or when the reader is collected."""
+    error; the connection is closed by close(), or when the reader is collected.
 
-    def __init__(self, engine: Engine, options: str) -> None:
+    One request connects at a time. If it fails, the requests that waited for it fail too,
+    without trying again themselves: against a server that does not answer, each would
+    otherwise wait out its own DB_CONNECT_TIMEOUT, one after another."""
+
+    def __init__(self, engine: Engine, connect_args: dict[str, Any]) -> None:
         self.dbapi = engine.dialect.loaded_dbapi
         _, params = engine.dialect.create_connect_args(engine.url)
-        self.params = {**params, "options": options, "autocommit": True}
+        self.params = {**params, **connect_args, "autocommit": True}
         self.connection: Any = None
         self.closer: weakref.finalize[[Any], Any] | None = None
         self.connecting = anyio.Lock()
+        self.failed_connects = 0
 
     async def __call__(self) -> tuple[str, str] | None:
         try:
             if self.connection is None:
+                failed = self.failed_connects
                 async with self.connecting:
                     if self.connection is None:
-                        connection = await self.dbapi.AsyncConnection.connect(**self.params)
+                        if self.failed_connects != failed:
+                            raise self.dbapi.OperationalError("the connect waited for failed")
+                        try:
+                            connection = await self.dbapi.AsyncConnection.connect(**self.params)
+                        except self.dbapi.Error:
+                            self.failed_connects += 1
+                            raise
                         self.closer = weakref.finalize(self, _finish, connection)
                         self.connection = connection
             cursor = await self.connection.execute(self.SQL)
@@ -197,8 +209,9 @@ class ConditionalGet:
                 raise SQLAlchemyError("data version unavailable") from None
         if engine.dialect.driver == "psycopg":
             if self.server_version is None:
-                timeout_ms = app.state.settings.statement_timeout_ms
-                self.server_version = PostgresVersion(engine, postgres_options(timeout_ms))
+                settings = app.state.settings
+                connect_args = postgres_connect_args(settings, settings.statement_timeout_ms)
+                self.server_version = PostgresVersion(engine, connect_args)
             try:
                 return await self.server_version()
             except self.server_version.dbapi.Error:

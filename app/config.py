@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         description="Seconds to wait for a pooled connection, and on SQLite for a write's "
         "turn at the one writer (DB_POOL_TIMEOUT; 503 after).",
     )
+    db_connect_timeout: int = Field(
+        5,
+        ge=2,
+        description="Seconds to wait for a new connection to a database server "
+        "(DB_CONNECT_TIMEOUT; 503 after). psycopg's own default is 130 s, which a hung server "
+        "or a black-holed route would make each request wait; it takes no less than 2.",
+    )
     db_pool_pre_ping: bool = Field(
         True,
         description="Test each pooled connection before use, so a restarted database server "

@@ -122,17 +122,17 @@ def sqlite_transactions(engine: Engine, begin: str) -> None:
         connection.exec_driver_sql(begin)
 
 
-def postgres_options(timeout_ms: int = 0) -> str:
-    """The settings every PostgreSQL connection of the app starts with. Timestamps are stored
-    as UTC without a zone; a server set to local time must not shift them on the way in or
-    out. Floats come as text, printed with the shortest digits that read back
-    (extra_float_digits above 0, PostgreSQL's default): a database set to 0 or below would
-    print at most 15, and 0.30000000000000004 would be read as 0.3 and the largest double not
-    at all."""
+def postgres_connect_args(settings: Settings, timeout_ms: int = 0) -> dict[str, Any]:
+    """How every PostgreSQL connection of the app is made: given up after DB_CONNECT_TIMEOUT,
+    and started with these settings. Timestamps are stored as UTC without a zone; a server set
+    to local time must not shift them on the way in or out. Floats come as text, printed with
+    the shortest digits that read back (extra_float_digits above 0, PostgreSQL's default): a
+    database set to 0 or below would print at most 15, and 0.30000000000000004 would be read
+    as 0.3 and the largest double not at all."""
     options = "-c timezone=UTC -c extra_float_digits=1"
     if timeout_ms:
         options += f" -c statement_timeout={timeout_ms}"
-    return options
+    return {"options": options, "connect_timeout": settings.db_connect_timeout}
 
 
 def make_engine(
@@ -162,7 +162,7 @@ def make_engine(
             )
         ensure_sqlite_dir(url)
     elif make_url(url).get_backend_name() == "postgresql":
-        kwargs["connect_args"] = {"options": postgres_options(timeout_ms)}
+        kwargs["connect_args"] = postgres_connect_args(settings, timeout_ms)
         if snapshot:
             kwargs["isolation_level"] = "REPEATABLE READ"
     engine = create_engine(url, **kwargs)

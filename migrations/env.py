@@ -45,7 +45,10 @@ def run_migrations_online() -> None:
         engine = create_engine(url, poolclass=pool.NullPool, connect_args={"timeout": 60})
         sqlite_transactions(engine, "BEGIN IMMEDIATE")
     else:
-        engine = create_engine(url, poolclass=pool.NullPool)
+        timeout = get_settings().db_connect_timeout  # psycopg's own default is 130 s
+        engine = create_engine(
+            url, poolclass=pool.NullPool, connect_args={"connect_timeout": timeout}
+        )
     with engine.connect() as connection:
         context.configure(
             connection=connection,

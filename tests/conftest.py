@@ -192,12 +192,14 @@ class LiveServer:
     process: subprocess.Popen[bytes]
 
 
-def run_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    """`python -m app ARGS` with only DATABASE_URL (and PATH) in its environment."""
+def run_cli(
+    *args: str, database_url: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m app ARGS` with only DATABASE_URL, PATH and `env` in its environment."""
     return subprocess.run(
         [sys.executable, "-m", "app", *args],
         cwd=ROOT,
-        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
+        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin", **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,16 +1,20 @@
 """Faults: a server killed mid-import, a read-only or full database, a database server restart.
 Each ends with the data whole: all of a write or none of it, and a server that answers."""
 
+import asyncio
 import io
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -257,6 +261,48 @@ async def test_a_lost_version_connection_is_made_again(
     assert (lost.status_code, lost.json(), "etag" in lost.headers) == (200, first.json(), False)
     assert (again.status_code, again.headers["etag"]) == (200, first.headers["etag"])
     assert reader.connection.info.backend_pid != pid
+
+
+@contextmanager
+def black_hole() -> Iterator[str]:
+    """A PostgreSQL URL where connections are accepted (into a listening socket's backlog) and
+    never answered."""
+    with socket.create_server(("127.0.0.1", 0)) as hole:
+        yield f"postgresql+psycopg://xinzhi@127.0.0.1:{hole.getsockname()[1]}/xinzhi"
+
+
+async def test_a_server_that_never_answers_is_a_503_after_the_connect_timeout() -> None:
+    """A PostgreSQL address where something accepts connections and never answers (a hung
+    server, or a route that drops the packets after the handshake): every request is a 503
+    after DB_CONNECT_TIMEOUT, not after psycopg's default of 130 s. Concurrent requests wait
+    for one connect of the data version's reader, not one each in turn. Needs no server."""
+    with black_hole() as url:
+        app = create_app(Settings(database_url=url, db_connect_timeout=2))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            with anyio.fail_after(30):
+                answers = await asyncio.gather(
+                    c.get("/healthz"), *(c.get("/api/v1/cities") for _ in range(4))
+                )
+        assert [(a.status_code, a.headers["content-type"]) for a in answers] == 5 * [
+            (503, "application/problem+json")
+        ]
+        assert {a.json()["detail"] for a in answers} == {UNAVAILABLE}
+        reader = conditional_get(app).server_version
+        assert reader is not None and reader.failed_connects == 1
+        conditional_get(app).close()
+        app.state.engine.dispose()
+        app.state.write_engine.dispose()
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["seed"], ["export", "observations"]])
+def test_the_command_line_says_in_one_line_that_the_database_is_unavailable(
+    command: list[str],
+) -> None:
+    with black_hole() as url:
+        done = run_cli(*command, database_url=url, env={"DB_CONNECT_TIMEOUT": "2"})
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == "error: the database is unavailable: connection timeout expired\n"
 
 
 def pg_ctl(*args: str) -> None:
