@@ -112,7 +112,9 @@ class PostgresVersion(VersionReader):
                 async with self.connecting:
                     if self.connection is None:
                         if self.failed_connects != failed:
-                            raise self.dbapi.OperationalError("the connect waited for failed")
+                            raise self.dbapi.OperationalError(
+                                "the connect this request waited for failed"
+                            )
                         try:
                             connection = await self.dbapi.AsyncConnection.connect(**self.params)
                         except self.dbapi.Error:
