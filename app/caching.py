@@ -94,9 +94,13 @@ class PostgresVersion(VersionReader):
 
     One request connects at a time. If it fails, the requests that waited for it fail too,
     without trying again themselves: against a server that does not answer, each would
-    otherwise wait out its own DB_CONNECT_TIMEOUT, one after another."""
+    otherwise wait out its own DB_CONNECT_TIMEOUT, one after another. A read that takes
+    longer than `timeout` seconds (the statement timeout, which a stopped or unreachable
+    server cannot enforce itself) is given up, and the connection with it."""
 
-    def __init__(self, engine: Engine, connect_args: dict[str, Any]) -> None:
+    def __init__(
+        self, engine: Engine, connect_args: dict[str, Any], timeout: float | None = None
+    ) -> None:
         self.dbapi = engine.dialect.loaded_dbapi
         _, params = engine.dialect.create_connect_args(engine.url)
         self.params = {**params, **connect_args, "autocommit": True}
@@ -104,6 +108,7 @@ class PostgresVersion(VersionReader):
         self.closer: weakref.finalize[[Any], Any] | None = None
         self.connecting = anyio.Lock()
         self.failed_connects = 0
+        self.timeout = timeout
 
     async def __call__(self) -> tuple[str, str] | None:
         try:
@@ -122,8 +127,10 @@ class PostgresVersion(VersionReader):
                             raise
                         self.closer = weakref.finalize(self, _finish, connection)
                         self.connection = connection
-            cursor = await self.connection.execute(self.SQL)
-            return self.remember(await cursor.fetchone())
+            with anyio.move_on_after(self.timeout):
+                cursor = await self.connection.execute(self.SQL)
+                return self.remember(await cursor.fetchone())
+            raise self.dbapi.OperationalError(f"no answer within {self.timeout} s")
         except self.dbapi.Error:
             self.close()
             raise
@@ -212,8 +219,11 @@ class ConditionalGet:
         if engine.dialect.driver == "psycopg":
             if self.server_version is None:
                 settings = app.state.settings
-                connect_args = postgres_connect_args(settings, settings.statement_timeout_ms)
-                self.server_version = PostgresVersion(engine, connect_args)
+                timeout_ms = settings.statement_timeout_ms
+                connect_args = postgres_connect_args(settings, timeout_ms)
+                self.server_version = PostgresVersion(
+                    engine, connect_args, timeout=timeout_ms / 1000 or None
+                )
             try:
                 return await self.server_version()
             except self.server_version.dbapi.Error:

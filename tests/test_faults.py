@@ -263,6 +263,36 @@ async def test_a_lost_version_connection_is_made_again(
     assert reader.connection.info.backend_pid != pid
 
 
+@postgresql_only
+async def test_a_hung_version_connection_is_given_up_after_the_statement_timeout(
+    db_url: str,
+) -> None:
+    """The server process behind the data version's connection stops (SIGSTOP: the connection
+    stays open and nothing answers on it). That request is answered after the statement
+    timeout, without validators, and the next one connects again; before, every request
+    under /api/v1 waited on that connection for as long as the process stayed stopped."""
+    app = create_app(Settings(database_url=db_url, statement_timeout_ms=1000))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        first = await c.get("/api/v1/cities/ningbo")
+        reader = conditional_get(app).server_version
+        assert reader is not None
+        pid = reader.connection.info.backend_pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with anyio.fail_after(30):
+                hung = await c.get("/api/v1/cities/ningbo")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        again = await c.get("/api/v1/cities/ningbo")
+    assert (hung.status_code, hung.json(), "etag" in hung.headers) == (200, first.json(), False)
+    assert (again.status_code, again.headers["etag"]) == (200, first.headers["etag"])
+    assert reader.connection.info.backend_pid != pid
+    conditional_get(app).close()
+    app.state.engine.dispose()
+    app.state.write_engine.dispose()
+
+
 @contextmanager
 def black_hole() -> Iterator[str]:
     """A PostgreSQL URL where connections are accepted (into a listening socket's backlog) and
