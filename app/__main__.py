@@ -263,8 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not isinstance(error, OperationalError):
             raise
-        # A database that cannot be reached or used (down, timed out, refused): one line that
-        # says so, not a traceback.
+        # A database that cannot be reached or used (down, timed out, refused): say so, with
+        # the driver's own message, not a traceback.
         print(f"error: the database is unavailable: {error.orig}", file=sys.stderr)
         return 1
 

@@ -326,7 +326,7 @@ async def test_a_server_that_never_answers_is_a_503_after_the_connect_timeout() 
 
 
 @pytest.mark.parametrize("command", [["migrate"], ["seed"], ["export", "observations"]])
-def test_the_command_line_says_in_one_line_that_the_database_is_unavailable(
+def test_the_command_line_says_the_database_is_unavailable_without_a_traceback(
     command: list[str],
 ) -> None:
     with black_hole() as url:
