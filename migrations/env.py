@@ -8,7 +8,7 @@ from sqlmodel import SQLModel
 
 from app import auth, models  # noqa: F401  (registers the tables)
 from app.config import get_settings
-from app.db import is_sqlite, sqlite_transactions
+from app.db import is_sqlite, postgres_connect_args, sqlite_transactions
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -45,10 +45,9 @@ def run_migrations_online() -> None:
         engine = create_engine(url, poolclass=pool.NullPool, connect_args={"timeout": 60})
         sqlite_transactions(engine, "BEGIN IMMEDIATE")
     else:
-        timeout = get_settings().db_connect_timeout  # psycopg's own default is 130 s
-        engine = create_engine(
-            url, poolclass=pool.NullPool, connect_args={"connect_timeout": timeout}
-        )
+        # As the app connects: the connect timeout and the session settings.
+        connect_args = postgres_connect_args(get_settings())
+        engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
     with engine.connect() as connection:
         context.configure(
             connection=connection,
