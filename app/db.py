@@ -273,7 +273,8 @@ class LoopReader:
     across an await, so one connection serves them all, kept out of the pool: a checkout and
     a checkin with its reset cost about 25 µs, a tenth of an uncached page
     (docs/performance.md). It is made by the engine (the same pragmas and statement timeout)
-    on the first read, and made again after a driver error."""
+    on the first read, and made again after a driver error. It is read-only (`query_only`):
+    a read that tried to write would fail rather than write, at no measured cost."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -285,6 +286,7 @@ class LoopReader:
                 fairy = self.engine.raw_connection()
                 fairy.detach()  # ours until close(); the pool neither counts nor resets it
                 self.connection = fairy.dbapi_connection
+                self.connection.execute("PRAGMA query_only=ON")
             try:
                 cursor = self.connection.cursor()
                 cursor.execute("BEGIN")

@@ -229,7 +229,7 @@ async def test_a_sqlite_writer_that_cannot_have_its_turn_gets_a_clean_503(db_url
 
 @sqlite_only
 @pytest.mark.anyio
-async def test_sqlite_reads_on_the_loop_share_one_connection_replaced_after_a_driver_error(
+async def test_sqlite_reads_on_the_loop_share_one_read_only_connection_replaced_after_an_error(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     loop_reader = app.state.loop_reader
@@ -249,3 +249,9 @@ async def test_sqlite_reads_on_the_loop_share_one_connection_replaced_after_a_dr
     assert r.status_code == 200
     assert len(r.json()["items"]) == 2
     assert loop_reader.connection is not None and loop_reader.connection is not broken
+    # read-only: a read that tries to write fails and changes nothing
+    with pytest.raises(OperationalError, match="attempt to write a readonly database"):
+        loop_reader(lambda reader: reader.cursor.execute("delete from city"))
+    r = await client.get("/api/v1/cities")
+    assert r.status_code == 200
+    assert r.json()["total"] == 5
