@@ -68,6 +68,12 @@ bench-instructions: install ## instructions per request: hello-world, page, cach
 	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 	$(BIN)/python bench/instructions.py
 
+# The SQLite settings issue 4 names (page cache, mmap, read-only reads, WAL, synchronous),
+# each measured through the app's engine, statements and import on the benchmark's files.
+.PHONY: bench-sqlite
+bench-sqlite: install ## SQLite settings: page statement, commits, reads beside a writer (docs/performance.md)
+	$(BIN)/python bench/sqlite_settings.py
+
 # 64 clients for 60 s, 90% reads and 10% curator writes; fails on any error, timeout or lost write.
 # PostgreSQL: TEST_POSTGRES_URL's server, or a throwaway one from .ci/postgres (skipped, loudly, if none).
 .PHONY: load
