@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import reading
 from app.prepared import prepared
-from app.queries import ObservationFilter, observation_page_select
+from app.queries import ObservationFilter, observation_json_select, observation_page_select
 
 FILTERS = ObservationFilter(
     cities=["ningbo", "hefei"],
@@ -51,6 +51,13 @@ def test_sqlite_takes_positional_arguments_with_datetimes_as_text() -> None:
     assert by_name["year_from"] == 2020
     assert by_name["as_of"] == "2026-01-02 03:04:05.000000"  # as SQLAlchemy stores DateTime
     assert statement.booleans == (statement.columns.index("is_derived"),)
+
+
+def test_the_page_json_statement_reads_its_flags_as_integers() -> None:
+    """Its flags are only tested for truth: no row is copied to turn them into bools."""
+    statement = prepared(sqlite.dialect(), observation_json_select, (FILTERS.shape(), False))
+    assert statement.booleans == ()
+    assert statement.columns[4:6] == ("is_derived", "printed")
 
 
 @pytest.mark.parametrize("has_cursor", [False, True])
