@@ -27,16 +27,40 @@ from pydantic import Json
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
+# Defaults that FastAPI's deepcopy would hand back unchanged.
+IMMUTABLE = (type(None), bool, int, float, str, bytes)
+COPIED = object()  # a default to copy (or make) for each request, as FastAPI does
+
+
 @dataclass(frozen=True)
 class Param:
     field: ModelField
     source: str  # "query" or "path"
     many: bool  # a list: every value of a repeated query parameter
+    # What FastAPI reads off the field for every request (its alias, whether it is required,
+    # its default, copied), read once: 1.6% of an uncached page's instructions.
+    loc: tuple[str, str]
+    required: bool
+    validate_default: bool
+    default: Any  # the default itself if immutable, else COPIED
+
+    @classmethod
+    def of(cls, field: ModelField, source: str, many: bool) -> "Param":
+        info = field.field_info
+        immutable = info.default_factory is None and isinstance(info.default, IMMUTABLE)
+        return cls(
+            field,
+            source,
+            many,
+            loc=(source, field.alias),
+            required=info.is_required(),
+            validate_default=bool(info.validate_default),
+            default=info.default if immutable else COPIED,
+        )
 
     def value(self, request: Request) -> tuple[Any, list[Any]]:
         """The validated value and no errors, or the errors as FastAPI reports them."""
-        alias = self.field.alias
-        loc = (self.source, alias)
+        alias = self.loc[1]
         if self.source == "path":
             raw = request.path_params.get(alias)
         elif self.many:
@@ -44,15 +68,15 @@ class Param:
         else:
             raw = request.query_params.get(alias)
         if raw is None:
-            info = self.field.field_info
-            if info.is_required():
+            if self.required:
                 return None, [
-                    {"type": "missing", "loc": loc, "msg": "Field required", "input": None}
+                    {"type": "missing", "loc": self.loc, "msg": "Field required", "input": None}
                 ]
-            if not info.validate_default:
-                return deepcopy(self.field.default), []
-            raw = deepcopy(self.field.default)
-        return self.field.validate(raw, {}, loc=loc)
+            default = deepcopy(self.field.default) if self.default is COPIED else self.default
+            if not self.validate_default:
+                return default, []
+            raw = default
+        return self.field.validate(raw, {}, loc=self.loc)
 
 
 @dataclass(frozen=True)
@@ -89,7 +113,7 @@ class Plan:
                 if info.validation_alias is not None or any(type(m) is Json for m in info.metadata):
                     return None
                 many = source == "query" and field_annotation_is_sequence(info.annotation)
-                params.append(Param(f, source, many))
+                params.append(Param.of(f, source, many))
         dependencies: list[tuple[str, Plan]] = []
         for sub in dependant.dependencies:
             plan = cls.of(sub)

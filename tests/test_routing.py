@@ -4,7 +4,7 @@ from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 import pytest
-from fastapi import Depends, FastAPI, Header, Response
+from fastapi import Depends, FastAPI, Header, Query, Response
 from fastapi.dependencies.utils import solve_dependencies
 from fastapi.routing import APIRoute
 from starlette.requests import Request
@@ -93,6 +93,35 @@ async def test_plan_reads_query_parameters_as_fastapi_does(path: str, query: str
     ours = await _ours(route, request)
     assert ours[0] == theirs[0]
     assert _comparable(ours[1]) == _comparable(theirs[1])
+
+
+async def _defaults(
+    made: Annotated[list[int], Query(default_factory=lambda: [1])],
+    tags: Annotated[list[str], Query()] = ["a"],  # noqa: B006  (a mutable default, on purpose)
+    checked: Annotated[int, Query(validate_default=True)] = 5,
+    plain: str = "x",
+    none: int | None = None,
+) -> Response:
+    return Response()
+
+
+@pytest.mark.parametrize("query", ["", "tags=b&made=2&checked=7&plain=y&none=3", "checked=z"])
+async def test_plan_gives_defaults_as_fastapi_does(query: str) -> None:
+    route = APIRoute("/d", _defaults, methods=["GET"])
+    theirs = await _fastapi(route, _request(query))
+    ours = await _ours(route, _request(query))
+    assert ours[0] == theirs[0]
+    assert _comparable(ours[1]) == _comparable(theirs[1])
+
+
+async def test_a_mutable_default_is_a_new_copy_for_each_request() -> None:
+    route = APIRoute("/d", _defaults, methods=["GET"])
+    first, _ = await _ours(route, _request(""))
+    assert (first["tags"], first["made"], first["checked"], first["plain"]) == (["a"], [1], 5, "x")
+    first["tags"].append("changed")
+    first["made"].append(2)
+    again, _ = await _ours(route, _request(""))
+    assert (again["tags"], again["made"]) == (["a"], [1])
 
 
 @pytest.mark.parametrize(
