@@ -285,8 +285,9 @@ class LoopReader:
             if self.connection is None:
                 fairy = self.engine.raw_connection()
                 fairy.detach()  # ours until close(); the pool neither counts nor resets it
-                self.connection = fairy.dbapi_connection
-                self.connection.execute("PRAGMA query_only=ON")
+                connection: Any = fairy.dbapi_connection
+                connection.execute("PRAGMA query_only=ON")  # before it serves any read
+                self.connection = connection
             try:
                 cursor = self.connection.cursor()
                 cursor.execute("BEGIN")

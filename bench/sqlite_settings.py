@@ -31,7 +31,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +83,10 @@ def engine_with(url: str, pragmas: tuple[str, ...], write: bool = False) -> Engi
     return engine
 
 
-def page_statement() -> tuple[ObservationFilter, Callable[[Engine], Prepared]]:
-    shape_of = ObservationFilter(cities=["x"], indicators=["y"], year_to=2024)
-    return shape_of, lambda engine: prepared(
-        engine.dialect, observation_json_select, (shape_of.shape(), False)
-    )
+def page_statement(engine: Engine) -> Prepared:
+    """The statement of the benchmark's filtered page (one city, one indicator, year_to)."""
+    shape = ObservationFilter(cities=["x"], indicators=["y"], year_to=2024).shape()
+    return prepared(engine.dialect, observation_json_select, (shape, False))
 
 
 def page_params(city: int, indicator: int) -> dict[str, Any]:
@@ -148,7 +146,7 @@ def read_pages(name: str, size: str) -> dict[str, Any]:
     engine = engine_with(generate.sqlite_url(generate.db_path(size)), READS[name])
     fairy = engine.raw_connection()
     cursor = fairy.cursor()
-    statement = page_statement()[1](engine)
+    statement = page_statement(engine)
     passes = []
     for _ in range(4):
         started = time.perf_counter()
@@ -252,7 +250,7 @@ def read_beside(url: str, pragmas: tuple[str, ...], data: bytes) -> dict[str, An
     modes = {journal_mode(fairy.dbapi_connection), journal_mode(pooled.dbapi_connection)}
     pooled.close()
     cursor = fairy.cursor()
-    statement = page_statement()[1](reader)
+    statement = page_statement(reader)
     added: list[int] = []
     thread = threading.Thread(target=lambda: added.append(imported(writer, data)))
     latencies: list[float] = []
