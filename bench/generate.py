@@ -212,6 +212,29 @@ def _reference_rows(url: str, size: str) -> int:
     return source_id
 
 
+def import_row(
+    city: int, indicator: int, year: int, value: float, qualifier: str, source_id: int
+) -> list[object]:
+    """One synthetic observation in IMPORT_COLUMNS: even indicators are shares in percent,
+    odd ones amounts in 100 million yuan."""
+    unit, symbol = ("percent", "%") if indicator % 2 == 0 else ("cny_100m", "亿元")
+    text = f"{value:g}{symbol}"
+    quote = f"{year}年，合成城市{city:04d}的合成指标{indicator:03d}为{text}。"
+    return [
+        city_code(city),
+        indicator_code(indicator),
+        unit,
+        year,
+        value,
+        text,
+        qualifier,
+        "false",
+        source_id,
+        quote,
+        "",
+    ]
+
+
 def _csv_chunks(size: str, source_id: int, chunk: int):  # type: ignore[no-untyped-def]
     """CSV files in the columns of /observations.csv, `chunk` rows each."""
     n_cities, n_indicators = GRIDS[size]
@@ -230,25 +253,9 @@ def _csv_chunks(size: str, source_id: int, chunk: int):  # type: ignore[no-untyp
     for c in range(n_cities):
         for i in range(n_indicators):
             percent = i % 2 == 0
-            unit, symbol = ("percent", "%") if percent else ("cny_100m", "亿元")
             for year in YEARS:
                 value = round(rng.uniform(0.5, 99.5) if percent else rng.uniform(1, 20000), 2)
-                text = f"{value:g}{symbol}"
-                writer.writerow(
-                    [
-                        city_code(c),
-                        indicator_code(i),
-                        unit,
-                        year,
-                        value,
-                        text,
-                        rng.choice(qualifiers),
-                        "false",
-                        source_id,
-                        f"{year}年，合成城市{c:04d}的合成指标{i:03d}为{text}。",
-                        "",
-                    ]
-                )
+                writer.writerow(import_row(c, i, year, value, rng.choice(qualifiers), source_id))
                 count += 1
                 if count % chunk == 0:
                     yield buffer.getvalue().encode()
