@@ -1,26 +1,20 @@
-"""The load test behind `make load` (docs/load.md): LOAD_CONNECTIONS (64) clients for
-LOAD_SECONDS (60) against a real uvicorn on loopback, 90% reads and 10% curator writes. It
-passes only with no socket error, no timeout, no answer outside 2xx/3xx, no traceback in the
-server's log, a server still healthy afterwards, and every answered write found in the database.
+"""The load test behind `make load` (docs/performance.md, "Mixed load"): LOAD_CONNECTIONS (64)
+clients for LOAD_SECONDS (60) against `python -m app serve` on loopback, 90% reads and 10%
+curator writes (bench/load.lua: POST, PATCH of a note, DELETE). It passes only with no socket
+error, no timeout, no answer outside 2xx/3xx, no traceback in the server's log, a server still
+healthy afterwards, and every answered write found in the audit log with its revision.
 
 For each backend (LOAD_BACKENDS, default sqlite,postgresql) it makes a fresh database (SQLite: a
-file in a temporary folder; PostgreSQL: a new database on the server at LOAD_DATABASE_URL or
-TEST_POSTGRES_URL, or on a throwaway one from .ci/postgres, dropped afterwards), runs
-`python -m app migrate` and `seed`, creates a curator key (`python -m app keys create`), and
-serves it with `python -m app serve` (bench/run.py's app_server; RATE_LIMIT_WRITES empty, so no
-per-client write limit applies to the one client wrk is). From the API it collects the seeded
-codes and builds the read URLs, then drives wrk with bench/load.lua, which builds on
-bench/wrk.lua. If no PostgreSQL server can be started, that backend is skipped, loudly.
-
-Knobs (environment): LOAD_SECONDS, LOAD_CONNECTIONS, LOAD_WRITE_SHARE (0.10), LOAD_TIMEOUT (10 s:
-a request unanswered this long fails the run), LOAD_BACKENDS, LOAD_DATABASE_URL (a PostgreSQL
-server's URL, as TEST_POSTGRES_URL), BENCH_THREADS (wrk threads, 2). Results go to bench/results/<timestamp>-load.json, server logs beside it.
+temporary file; PostgreSQL: a new database on LOAD_DATABASE_URL's or TEST_POSTGRES_URL's server,
+or on a throwaway one from .ci/postgres, skipped loudly if none starts), runs `python -m app
+migrate`, `seed` and `keys create`, and serves it with RATE_LIMIT_WRITES empty (wrk is one
+client). Knobs: LOAD_SECONDS, LOAD_CONNECTIONS, LOAD_WRITE_SHARE (0.10), LOAD_TIMEOUT (10 s),
+LOAD_BACKENDS, LOAD_DATABASE_URL. Results: bench/results/<UTC timestamp>-load.json.
 """
 
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,41 +22,35 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import generate  # bench/generate.py
 import httpx
-import run  # bench/run.py: processes, servers, wrk
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generate
+import run
 
 SECONDS = int(os.environ.get("LOAD_SECONDS", "60"))
 CONNECTIONS = int(os.environ.get("LOAD_CONNECTIONS", "64"))
 WRITE_SHARE = float(os.environ.get("LOAD_WRITE_SHARE", "0.10"))
-TIMEOUT_S = int(os.environ.get("LOAD_TIMEOUT", "10"))
+run.WRK_TIMEOUT_S = int(os.environ.get("LOAD_TIMEOUT", "10"))  # unanswered this long: timeout
 BACKENDS = [b.strip() for b in os.environ.get("LOAD_BACKENDS", "sqlite,postgresql").split(",")]
 SERVER_URL = os.environ.get("LOAD_DATABASE_URL") or os.environ.get("TEST_POSTGRES_URL")
 CURATOR = "load-curator"
 API = "/api/v1"
-BENCH = run.BENCH
-run.LOGS = run.RESULTS / f"{run.STAMP}-load-logs"
-run.WRK_TIMEOUT_S = TIMEOUT_S  # wrk counts a request unanswered this long as a timeout
 
 
 def log(message: str) -> None:
     print(f"[load {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def app_cli(url: str, *args: str) -> str:
-    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning"}
-    done = subprocess.run(
-        [run.PYTHON, "-m", "app", *args],
-        cwd=run.ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"python -m app {' '.join(args)} failed: {done.stderr[-2000:]}")
-    return done.stdout
+def scalars(url: str, sql: str) -> tuple[Any, ...]:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return tuple(conn.execute(text(sql)).one())
+    finally:
+        engine.dispose()
 
 
 def every(client: httpx.Client, path: str) -> list[dict[str, Any]]:
@@ -161,7 +149,7 @@ def write_counts(url: str) -> dict[str, int]:
         f"select count(*) from observation_revision where changed_by = '{CURATOR}'"
     )
     counts["live"] = "select count(*) from observation where deleted_at is null"
-    ((*values,),) = run.pg_rows(url, "select " + ", ".join(f"({q})" for q in counts.values()))
+    values = scalars(url, "select " + ", ".join(f"({q})" for q in counts.values()))
     return dict(zip(counts, map(int, values), strict=True))
 
 
@@ -177,40 +165,30 @@ def settled_counts(url: str, quiet_s: float = 1.0, limit_s: float = 60) -> dict[
     return counts
 
 
-def load_backend(backend: str, url: str, folder: Path) -> dict[str, Any]:
-    """One full load run on a fresh database at `url`; its figures and what failed."""
-    app_cli(url, "migrate")
-    app_cli(url, "seed")
-    key = app_cli(url, "keys", "create", "--name", CURATOR, "--scope", "write").strip()
-    with run.app_server(url, f"load-{backend}", "/healthz") as server:
+def load_backend(backend: str, url: str, folder: Path, seconds: int) -> dict[str, Any]:
+    """One load run on a fresh database at `url`; its figures and what failed."""
+    generate.cli(url, "migrate")
+    generate.cli(url, "seed")
+    key = generate.cli(url, "keys", "create", "--name", CURATOR, "--scope", "write").strip()
+    with run.app_server(url, f"load-{backend}", RATE_LIMIT_WRITES="") as server:
         client = httpx.Client(base_url=server.base, timeout=30)
         paths = read_paths(client)
         keys, source = new_keys(client)
         preflight(client, paths)
         patch_ids = [o["id"] for o in every(client, f"{API}/observations")]
-        (folder / f"{backend}.urls").write_text("\n".join(paths) + "\n")
         (folder / f"{backend}.keys").write_text("\n".join(keys) + "\n")
-        threads = min(run.THREADS, CONNECTIONS)
         env = {
             "LOAD_KEY": key,
             "LOAD_WRITE_SHARE": str(WRITE_SHARE),
             "LOAD_PATCH_IDS": ",".join(map(str, patch_ids)),
             "LOAD_NEW_KEYS": str(folder / f"{backend}.keys"),
             "LOAD_SOURCE_ID": str(source),
-            "LOAD_THREADS": str(threads),
+            "LOAD_THREADS": str(min(run.THREADS, CONNECTIONS)),
         }
         before = write_counts(url)
-        offset = server.log_offset()
-        busy = run.cpu_busy()
-        log(
-            f"{backend}: {CONNECTIONS} connections for {SECONDS} s, {len(set(paths))} read URLs, "
-            f"{WRITE_SHARE:.0%} writes (CPU {busy:.0%} busy with other work before)"
-        )
-        result = run.wrk(
-            server.base, folder / f"{backend}.urls", CONNECTIONS, SECONDS, BENCH / "load.lua", env
-        )
-        result["settle_s"] = server.settle()
-        result["cpu_busy_before"] = busy
+        log(f"{backend}: {CONNECTIONS} connections for {seconds} s, {len(set(paths))} read URLs, "
+            f"{WRITE_SHARE:.0%} writes")  # fmt: skip
+        result = run.wrk(server.base, paths, CONNECTIONS, seconds, "load.lua", env)
         after = settled_counts(url)
         result["database"] = {k: after[k] - before[k] for k in after}
         result["live_observations"] = {
@@ -221,10 +199,40 @@ def load_backend(backend: str, url: str, folder: Path) -> dict[str, Any]:
         result["healthy_after"] = (
             server.proc.poll() is None and client.get("/healthz").status_code == 200
         )
-        result["server_tracebacks"] = server.errors_since(offset)["tracebacks"]
+        result["server_tracebacks"] = server.tracebacks()
         client.close()
     result["problems"] = problems(result)
+    c = result["load"]["counts"]
+    log(f"{backend}: {result['rps']:,.0f} req/s, p50 {result['p50_ms']} ms, p99 "
+        f"{result['p99_ms']} ms, max {result['max_ms']} ms; writes answered (POST/PATCH/DELETE) "
+        + "/".join(str(c.get(f"ok_{a}", 0)) for a in ("create", "update", "delete")))  # fmt: skip
     return result
+
+
+def run_sqlite(seconds: int) -> dict[str, Any]:
+    """The SQLite run on a fresh temporary file (bench/run.py's mixed-load measure)."""
+    with tempfile.TemporaryDirectory(prefix="xinzhi-load-") as tmp:
+        return load_backend("sqlite", f"sqlite:///{tmp}/load.db", Path(tmp), seconds)
+
+
+def run_postgres(folder: Path) -> dict[str, Any] | None:
+    """The PostgreSQL run on a fresh database, or None (said loudly) if no server starts."""
+    try:
+        with run.postgres(SERVER_URL) as server_url:
+            name = f"xz_load_{os.getpid()}"
+            generate.server_sql(
+                server_url, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}"
+            )
+            try:
+                url = generate.with_database(server_url, name)
+                return load_backend("postgresql", url, folder, SECONDS)
+            finally:
+                generate.server_sql(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    except RuntimeError as exc:
+        if "PostgreSQL" not in str(exc):
+            raise
+        log(f"!! PostgreSQL skipped: {exc}")
+        return None
 
 
 def problems(r: dict[str, Any]) -> list[str]:
@@ -265,87 +273,30 @@ def problems(r: dict[str, Any]) -> list[str]:
     return found
 
 
-def summary(backend: str, r: dict[str, Any]) -> dict[str, Any]:
-    c = r["load"]["counts"]
-    reads = c.get("ok_read", 0)
-    writes = sum(c.get(f"ok_{a}", 0) for a in ("create", "update", "delete"))
-    return {
-        "backend": run.BACKEND_NAMES[backend],
-        "seconds": r["seconds"],
-        "clients": r["connections"],
-        "requests": r["requests"],
-        "req/s": r["rps"],
-        "reads": reads,
-        "writes": writes,
-        "POST/PATCH/DELETE": "/".join(
-            str(c.get(f"ok_{a}", 0)) for a in ("create", "update", "delete")
-        ),
-        "p50 ms": r["p50_ms"],
-        "p99 ms": r["p99_ms"],
-        "max ms": r["max_ms"],
-        "errors": r["socket_errors"] + r["timeouts"] + sum(r["load"]["failures"].values()),
-        "5xx": c.get("status_5xx", 0),
-        "CPU busy before": f"{r['cpu_busy_before']:.0%}",
-    }
-
-
-def markdown(rows: list[dict[str, Any]]) -> str:
-    head = list(rows[0])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(row[h]) for h in head) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def main() -> int:
     run.RESULTS.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "backends": {}}
-    results["machine"] = run.machine()
-    os.environ["RATE_LIMIT_WRITES"] = ""  # no per-client write limit: wrk is one client
-    failed = False
+    results: dict[str, Any] = {"started": run.STAMP, "machine": run.machine(), "backends": {}}
     with tempfile.TemporaryDirectory(prefix="xinzhi-load-") as tmp:
-        folder = Path(tmp)
         try:
             if "sqlite" in BACKENDS:
-                url = generate.sqlite_url(folder / "load.db")
-                results["backends"]["sqlite"] = load_backend("sqlite", url, folder)
+                url = f"sqlite:///{tmp}/load.db"
+                results["backends"]["sqlite"] = load_backend("sqlite", url, Path(tmp), SECONDS)
             if "postgresql" in BACKENDS:
-                results["backends"]["postgresql"] = load_postgres(folder)
+                results["backends"]["postgresql"] = run_postgres(Path(tmp))
         finally:
-            run.PROCS.stop_all()
             out = run.RESULTS / f"{run.STAMP}-load.json"
-            out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
-            log(f"results: {out.relative_to(run.ROOT)} (logs: {run.LOGS.relative_to(run.ROOT)}/)")
-    rows = []
-    for backend, r in results["backends"].items():
-        if r is None:
-            continue
-        rows.append(summary(backend, r))
-        for problem in r["problems"]:
-            log(f"FAILED on {run.BACKEND_NAMES[backend]}: {problem}")
-            failed = True
-    if rows:
-        print(markdown(rows))
+            out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+            log(f"results: {out.relative_to(run.ROOT)}")
+    failed = [
+        f"{backend}: {problem}"
+        for backend, r in results["backends"].items()
+        if r is not None
+        for problem in r["problems"]
+    ]
+    for problem in failed:
+        log(f"FAILED on {problem}")
     log("FAILED" if failed else "passed: no errors, no 5xx, every write stored")
     return 1 if failed else 0
-
-
-def load_postgres(folder: Path) -> dict[str, Any] | None:
-    """The PostgreSQL run on a fresh database, or None (said loudly) if no server starts."""
-    named_by = "LOAD_DATABASE_URL" if os.environ.get("LOAD_DATABASE_URL") else "TEST_POSTGRES_URL"
-    try:
-        server = run.PostgresServer(SERVER_URL, named_by)
-    except RuntimeError as exc:
-        log(f"!! PostgreSQL skipped: no server could be started\n{exc}")
-        return None
-    with server:
-        name = f"xz_load_{os.getpid()}"
-        generate._server_sql(
-            server.url, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}"
-        )
-        try:
-            return load_backend("postgresql", generate.pg_url(server.url, name), folder)
-        finally:
-            generate._server_sql(server.url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 if __name__ == "__main__":
