@@ -1,30 +1,29 @@
-"""The command line: `python -m app serve | migrate | seed | export`."""
+"""The command line: `python -m app serve | migrate | seed | export | import | keys`."""
 
 import argparse
-import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from app.config import Settings
+import uvicorn
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from app.auth import create_key, list_keys, revoke_key
+from app.config import Settings, get_settings
+from app.db import make_engine
+from app.errors import BadRequest
+from app.export import cities_export, indicators_export, observations_export
+from app.imports import ImportRejected, apply_import
+from app.pagination import split_codes
+from app.queries import ObservationFilter
+from app.schema import at_head, migrate
+from app.seed import SeedError, is_empty, load_seed
 
 
-def get_settings() -> "Settings":
-    # Imported here, not at the top: importing app.config loads pydantic and pydantic-settings,
-    # which `serve` loads with the collector off like the rest of the app (0.75% of start).
-    from app.config import get_settings
-
-    return get_settings()
-
-
-def prepare_database(settings: "Settings") -> None:
+def prepare_database(settings: Settings) -> None:
     """Migrates a database that is behind and seeds an empty one: what `serve` does once,
-    before its workers start. At head it reads the version and one row, nothing more."""
-    from app.db import at_head, make_engine, migrate
-    from app.seed import is_empty, load_seed
-
+    before its workers start."""
     engine = make_engine(settings)
     try:
         if not at_head(engine):
@@ -43,19 +42,8 @@ def prepare_database(settings: "Settings") -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # Loading the app makes some 110,000 objects that live as long as the process. With the
-    # collector on, Python walks them over and over while they are made, a quarter of start-up
-    # (docs/performance.md). So it is off until they are all made, then they are frozen, out
-    # of every later collection too, and it is back on before the first request.
-    gc.disable()
-    import uvicorn
-
-    import app.main  # noqa: F401  (here, so that its objects are among the frozen)
-
     settings = get_settings()
     prepare_database(settings)
-    gc.freeze()
-    gc.enable()
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -64,28 +52,20 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         workers=args.workers or settings.workers,
         # asyncio's own loop, not uvloop: under saturation uvloop left a few connections
-        # waiting over a second (p99 0.7 s against 50 ms at the same throughput; see
-        # docs/performance.md).
+        # waiting over a second, where asyncio kept its p99 near its p50.
         loop="asyncio",
-        # No WebSocket protocol: the API has no WebSocket route, and loading `websockets`
-        # cost 1.1-1.6% of start's instructions.
-        ws="none",
+        ws="none",  # the API has no WebSocket route
     )
     return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from app.db import migrate
-
     migrate(get_settings().database_url, args.revision)
     print(f"database at {args.revision}", file=sys.stderr)
     return 0
 
 
 def _seed(args: argparse.Namespace) -> int:
-    from app.db import make_engine
-    from app.seed import SeedError, load_seed
-
     settings = get_settings()
     # A write engine: on SQLite, BEGIN IMMEDIATE, so that beside a running app the seed waits
     # for the write lock before it reads, rather than failing when a write lands under it.
@@ -104,14 +84,6 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from sqlmodel import Session
-
-    from app.csvio import cities_export, indicators_export, observations_export
-    from app.db import make_engine
-    from app.errors import BadRequest
-    from app.pagination import split_codes
-    from app.prepared import Reader
-    from app.queries import ObservationFilter
 
     engine = make_engine(get_settings(), snapshot=True)
     filters = ObservationFilter(
@@ -124,7 +96,7 @@ def _export(args: argparse.Namespace) -> int:
     )
     try:
         with Session(engine) as session:
-            filters.check(Reader.of(session))
+            filters.check(session)
     except BadRequest as exc:
         print(f"export failed: {exc.detail}", file=sys.stderr)
         return 2
@@ -143,9 +115,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from app.auth import create_key, list_keys, revoke_key
-    from app.db import make_engine
-
     engine = make_engine(get_settings(), write=True)
     if args.action == "create":
         try:
@@ -173,11 +142,6 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from sqlmodel import Session
-
-    from app.csvio import ImportRejected
-    from app.db import make_engine
-    from app.imports import apply_import
 
     settings = get_settings()
     engine = make_engine(settings, write=True)
@@ -258,11 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except Exception as error:
-        from sqlalchemy.exc import OperationalError
-
-        if not isinstance(error, OperationalError):
-            raise
+    except OperationalError as error:
         # A database that cannot be reached or used (down, timed out, refused): say so, with
         # the driver's own message, not a traceback.
         print(f"error: the database is unavailable: {error.orig}", file=sys.stderr)

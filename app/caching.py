@@ -38,20 +38,21 @@ def _validators(event_id: int, at: datetime) -> tuple[str, str]:
     return f'W/"v{event_id}"', format_datetime(at.replace(tzinfo=UTC), usegmt=True)
 
 
-def data_version(engine: Engine) -> tuple[str, str] | None:
-    """(ETag, Last-Modified) of the data now, or None for a database with no writes yet."""
-    with engine.connect() as conn:
-        row = conn.execute(NEWEST_EVENT).first()
-    return None if row is None else _validators(row.id, row.at)
-
-
 class VersionReader:
-    """Reads the data version over a connection of its own, and makes the validators again
-    only when the newest event has changed."""
+    """Reads the data version: `await reader()` is (ETag, Last-Modified), or None for a
+    database with no writes yet; an unreadable version raises SQLAlchemyError. It makes the
+    validators again only when the newest event has changed. One implementation per backend,
+    chosen once (version_reader), each reading over a connection of its own."""
 
     SQL = "SELECT id, at FROM audit_event ORDER BY id DESC LIMIT 1"
     row: tuple[int, str | datetime] | None = None
     validators: tuple[str, str] | None = None
+
+    async def __call__(self) -> tuple[str, str] | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Closes the reader's connection."""
 
     def remember(self, row: tuple[int, str | datetime] | None) -> tuple[str, str] | None:
         if row != self.row:  # a write since the last request: new validators
@@ -65,32 +66,40 @@ class VersionReader:
 
 
 class SQLiteVersion(VersionReader):
-    """The data version read on the event loop itself, from one read-only connection of its
-    own: an indexed one-row read from a local file takes microseconds, far less than handing
-    the query to a worker thread."""
+    """Read on the event loop itself, from one read-only connection of its own: an indexed
+    one-row read from a local file takes microseconds, less than handing it to a thread."""
 
     def __init__(self, path: str) -> None:
-        self.connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        self.connection.isolation_level = None  # autocommit: each read sees the latest commit
+        self.path = path
+        self.connection: sqlite3.Connection | None = None
 
-    def __call__(self) -> tuple[str, str] | None:
-        return self.remember(self.connection.execute(self.SQL).fetchone())
+    async def __call__(self) -> tuple[str, str] | None:
+        try:
+            if self.connection is None:
+                self.connection = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
+                )
+                self.connection.isolation_level = None  # autocommit: sees the latest commit
+            return self.remember(self.connection.execute(self.SQL).fetchone())
+        except sqlite3.Error:
+            self.close()  # a file that was missing or locked: connect again next time
+            raise SQLAlchemyError("data version unavailable") from None
 
     def close(self) -> None:
-        self.connection.close()
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
 
 
-def _finish(connection: Any) -> None:
+def finish(connection: Any) -> None:
     connection.pgconn.finish()  # what AsyncConnection.close() does, without a loop
 
 
 class PostgresVersion(VersionReader):
-    """The data version read on the event loop, over one autocommit connection of its own,
-    psycopg's asynchronous one: a single round trip, which the loop waits out serving other
-    requests. From the pool in a worker thread it took four (the pool's ping, BEGIN, the read,
-    ROLLBACK) and two thread hops: 632 µs of wall time and 490 µs of CPU per request, against
-    118 µs and 111 µs (docs/performance.md). Connected on the first read, again after an
-    error; the connection is closed by close(), or when the reader is collected.
+    """Read on the event loop over one autocommit connection of its own, psycopg's
+    asynchronous one: a single round trip, which the loop waits out serving other requests.
+    Connected on the first read, again after an error; closed by close(), or when the reader
+    is collected.
 
     One request connects at a time. If it fails, the requests that waited for it fail too,
     without trying again themselves: against a server that does not answer, each would
@@ -112,33 +121,66 @@ class PostgresVersion(VersionReader):
 
     async def __call__(self) -> tuple[str, str] | None:
         try:
-            if self.connection is None:
-                failed = self.failed_connects
-                async with self.connecting:
-                    if self.connection is None:
-                        if self.failed_connects != failed:
-                            raise self.dbapi.OperationalError(
-                                "the connect this request waited for failed"
-                            )
-                        try:
-                            connection = await self.dbapi.AsyncConnection.connect(**self.params)
-                        except self.dbapi.Error:
-                            self.failed_connects += 1
-                            raise
-                        self.closer = weakref.finalize(self, _finish, connection)
-                        self.connection = connection
-            with anyio.move_on_after(self.timeout):
-                cursor = await self.connection.execute(self.SQL)
-                return self.remember(await cursor.fetchone())
-            raise self.dbapi.OperationalError(f"no answer within {self.timeout} s")
+            return await self.read()
         except self.dbapi.Error:
             self.close()
-            raise
+            raise SQLAlchemyError("data version unavailable") from None
+
+    async def read(self) -> tuple[str, str] | None:
+        if self.connection is None:
+            failed = self.failed_connects
+            async with self.connecting:
+                if self.connection is None:
+                    if self.failed_connects != failed:
+                        raise self.dbapi.OperationalError(
+                            "the connect this request waited for failed"
+                        )
+                    try:
+                        connection = await self.dbapi.AsyncConnection.connect(**self.params)
+                    except self.dbapi.Error:
+                        self.failed_connects += 1
+                        raise
+                    self.closer = weakref.finalize(self, finish, connection)
+                    self.connection = connection
+        with anyio.move_on_after(self.timeout):
+            cursor = await self.connection.execute(self.SQL)
+            return self.remember(await cursor.fetchone())
+        raise self.dbapi.OperationalError(f"no answer within {self.timeout} s")
 
     def close(self) -> None:
         if self.closer is not None:
             self.closer()  # once: a finalizer runs at most once
         self.connection = self.closer = None
+
+
+class EngineVersion(VersionReader):
+    """Any other database (an in-memory SQLite, another driver): read through the engine's
+    pool in a worker thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def read(self) -> tuple[int, datetime] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(NEWEST_EVENT).first()
+        return None if row is None else (row.id, row.at)
+
+    async def __call__(self) -> tuple[str, str] | None:
+        return self.remember(await run_in_threadpool(self.read))
+
+
+def version_reader(app: Any) -> VersionReader:
+    """The app's data version reader, for its database's backend."""
+    engine: Engine = app.state.engine
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return SQLiteVersion(url.database)
+    if engine.dialect.driver == "psycopg":
+        settings = app.state.settings
+        timeout_ms = settings.statement_timeout_ms
+        connect_args = postgres_connect_args(settings, timeout_ms)
+        return PostgresVersion(engine, connect_args, timeout=timeout_ms / 1000 or None)
+    return EngineVersion(engine)
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -196,8 +238,7 @@ class ConditionalGet:
     ) -> None:
         self.app = app
         self.cache = ResponseCache(max_entries, max_bytes)
-        self.sqlite_version: SQLiteVersion | None = None
-        self.server_version: PostgresVersion | None = None
+        self.reader: VersionReader | None = None
         # The misses being answered, by version and URL: the same URL asked again meanwhile
         # waits for that answer instead of computing it too (64 clients opening a cold
         # dimension page ran 64 copies of a 70 ms query, each slower for the others). The
@@ -206,36 +247,15 @@ class ConditionalGet:
         self.answering: dict[tuple[str, bytes], list[anyio.Event]] = {}
 
     async def version(self, app: Any) -> tuple[str, str] | None:
-        engine: Engine = app.state.engine
-        url = engine.url
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            try:
-                if self.sqlite_version is None:
-                    self.sqlite_version = SQLiteVersion(url.database)
-                return self.sqlite_version()
-            except sqlite3.Error:
-                self.sqlite_version = None  # a file that was missing or locked; retry next time
-                raise SQLAlchemyError("data version unavailable") from None
-        if engine.dialect.driver == "psycopg":
-            if self.server_version is None:
-                settings = app.state.settings
-                timeout_ms = settings.statement_timeout_ms
-                connect_args = postgres_connect_args(settings, timeout_ms)
-                self.server_version = PostgresVersion(
-                    engine, connect_args, timeout=timeout_ms / 1000 or None
-                )
-            try:
-                return await self.server_version()
-            except self.server_version.dbapi.Error:
-                raise SQLAlchemyError("data version unavailable") from None
-        return await run_in_threadpool(data_version, engine)
+        if self.reader is None:
+            self.reader = version_reader(app)
+        return await self.reader()
 
     def close(self) -> None:
-        """Closes the connections the versions are read on."""
-        for reader in (self.sqlite_version, self.server_version):
-            if reader is not None:
-                reader.close()
-        self.sqlite_version = self.server_version = None
+        """Closes the connection the version is read on."""
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # the app's whole life: close once it has shut down

@@ -1,24 +1,164 @@
-"""Bulk CSV import of observations: parse and check every row, then apply them all in set-wise
-statements (a million rows must not cost a million round trips), in one transaction."""
+"""Bulk CSV import of observations: parse and check every row (the export's columns, each
+row validated like an API write), then apply them all in set-wise statements (a million rows
+must not cost a million round trips), in one transaction."""
 
+import csv
 import hashlib
+import io
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from pydantic import (
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import bindparam, insert, tuple_, update
 from sqlmodel import Session, col, select
+from starlette.exceptions import HTTPException
 
 from app.config import Settings
-from app.csvio import ImportProblem, ImportRejected, ImportRow, parse_import
-from app.models import Derivation, ImportReport, Observation, ObservationRevision, utcnow
-from app.writes import (
-    OBSERVATION_DATA,
-    References,
-    _chunks,
-    audit,
+from app.errors import FieldError
+from app.export import FORMULA_TRIGGERS, OBSERVATION_COLUMNS
+from app.models import (
+    Derivation,
+    ImportReport,
+    Observation,
+    ObservationBase,
+    ObservationRevision,
+    check_derivation,
     observation_key,
     parse_observation_key,
+    utcnow,
 )
+from app.writes import OBSERVATION_DATA, References, audit, chunks
+
+CSV_UPLOAD_TYPES = frozenset({"text/csv", "application/csv", "text/plain"})
+IMPORT_REQUIRED = (
+    "city_code",
+    "indicator_code",
+    "value",
+    "value_text",
+    "qualifier",
+    "source_id",
+    "quote",
+)
+IMPORT_IGNORED = ("id",)  # rows are matched by natural key, never by id
+
+
+class ImportRow(ObservationBase):
+    """One data row of an import: the export's columns, checked like an API write."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    derived_from: list[str] = Field(default_factory=list)
+    unit_code: str | None = None
+    dimension_code: str | None = None
+
+    @field_validator("derived_from", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(";") if k.strip()]
+        return [] if value is None else value
+
+    @model_validator(mode="after")
+    def _derivation(self) -> "ImportRow":
+        check_derivation(self.is_derived, self.formula, self.derived_from)
+        return self
+
+
+# pydantic's own validator for the model: SQLModel's model_validate() wrapper costs more than
+# the validation itself, and an import may have a million rows.
+VALIDATE_ROW = TypeAdapter(ImportRow).validate_python
+
+
+@dataclass
+class ImportProblem:
+    line: int
+    column: str
+    message: str
+
+
+def uncell(value: str) -> str | None:
+    """Inverse of cell() for text: empty is null, and the export's formula guard comes off."""
+    if value == "":
+        return None
+    if value.startswith("'") and value[1:2] and value[1:].startswith(FORMULA_TRIGGERS):
+        return value[1:]
+    return value
+
+
+def parse_import(
+    data: bytes, max_rows: int
+) -> tuple[list[tuple[int, ImportRow]], list[ImportProblem]]:
+    """Validates every row of an import file (UTF-8, BOM optional, CRLF or LF); returns the
+    rows that parsed and every error with its line and column."""
+    errors: list[ImportProblem] = []
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return [], [ImportProblem(1, "", f"the file is not UTF-8 (byte {exc.start})")]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    known = set(OBSERVATION_COLUMNS)
+    for column in header:
+        if column not in known:
+            errors.append(
+                ImportProblem(
+                    1, column, f"unknown column; expected some of: {', '.join(OBSERVATION_COLUMNS)}"
+                )
+            )
+    for column in IMPORT_REQUIRED:
+        if column not in header:
+            errors.append(ImportProblem(1, column, "required column is missing"))
+    if errors:
+        return [], errors
+    rows: list[tuple[int, ImportRow]] = []
+    try:
+        for record in reader:
+            line = reader.line_num
+            if len(rows) + len({e.line for e in errors}) >= max_rows:
+                errors.append(ImportProblem(line, "", f"more than {max_rows} rows; split the file"))
+                break
+            if None in record or None in record.values():
+                errors.append(ImportProblem(line, "", f"expected {len(header)} cells"))
+                continue
+            cells = {k: uncell(v) for k, v in record.items() if k not in IMPORT_IGNORED}
+            try:
+                rows.append((line, VALIDATE_ROW(cells)))
+            except ValidationError as exc:
+                for e in exc.errors():
+                    column = str(e["loc"][0]) if e["loc"] else "row"
+                    errors.append(ImportProblem(line, column, e["msg"]))
+    except csv.Error as exc:
+        errors.append(ImportProblem(reader.line_num, "", f"malformed CSV: {exc}"))
+    return rows, errors
+
+
+class ImportRejected(HTTPException):
+    """A 422 listing every error of an import file, by line and column."""
+
+    def __init__(self, errors: list[ImportProblem]) -> None:
+        shown = errors[:1000]
+        super().__init__(
+            422, f"The file was not imported: {len(errors)} error(s); nothing was written."
+        )
+        self.errors = [
+            FieldError(
+                loc=f"body.line{e.line}.{e.column}" if e.column else f"body.line{e.line}",
+                msg=e.message,
+                type="import_error",
+                line=e.line,
+                column=e.column or None,
+            )
+            for e in shown
+        ]
+
 
 OBSERVATION = Observation.__table__  # type: ignore[attr-defined]
 Key = tuple[str, str, int | None, int]  # city, indicator, period, source
@@ -35,7 +175,7 @@ def _stored(session: Session, keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
     found: dict[Key, dict[str, Any]] = {}
     columns = [OBSERVATION.c.id, OBSERVATION.c.version, OBSERVATION.c.deleted_at]
     columns += [OBSERVATION.c[f] for f in OBSERVATION_DATA]
-    for batch in _chunks(pairs, 400):
+    for batch in chunks(pairs, 400):
         stmt = select(*columns).where(
             tuple_(OBSERVATION.c.city_code, OBSERVATION.c.indicator_code).in_(batch)
         )
@@ -110,7 +250,7 @@ def apply_rows(
     revision_extra = {"deleted": False, "changed_at": at, "changed_by": actor, "reason": reason}
     ids: list[int] = []
     add = insert(OBSERVATION).returning(OBSERVATION.c.id, sort_by_parameter_order=True)
-    for batch in _chunks(added):
+    for batch in chunks(added):
         ids += session.connection().execute(add, [{**d, "version": 1} for d in batch]).scalars()
     revisions = [
         {**d, "observation_id": i, "version": 1, **revision_extra}
@@ -118,7 +258,7 @@ def apply_rows(
     ]
     values: dict[str, Any] = {f: bindparam(f) for f in (*OBSERVATION_DATA, "version")}
     change = update(OBSERVATION).where(OBSERVATION.c.id == bindparam("b_id"))
-    for batch in _chunks(updated):
+    for batch in chunks(updated):
         session.connection().execute(change.values(**values, deleted_at=None), batch)
     revisions += [
         {
@@ -129,7 +269,7 @@ def apply_rows(
         }
         for u in updated
     ]
-    for batch in _chunks(revisions):
+    for batch in chunks(revisions):
         session.connection().execute(insert(ObservationRevision.__table__), batch)  # type: ignore[attr-defined]
 
     _link_inputs(
@@ -159,7 +299,7 @@ def _link_inputs(
     ids = {**{k: v["id"] for k, v in stored.items()}, **written}
     touched = [ids[_key(row)] for _, row in rows if row.is_derived or _key(row) in stored]
     have: dict[int, set[int]] = {}
-    for batch in _chunks(touched):
+    for batch in chunks(touched):
         for obs_id, input_id in session.exec(
             select(Derivation.observation_id, Derivation.input_id).where(
                 col(Derivation.observation_id).in_(batch)

@@ -1,17 +1,51 @@
 """The one list envelope, its query parameters, and RFC 8288 Link headers."""
 
+import base64
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 from urllib.parse import urlencode
 
-import orjson
 from fastapi import Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from app.errors import BadRequest
 from app.models import CODE_PATTERN
-from app.queries import Slice
+
+
+def encode_cursor(key: object) -> str:
+    return base64.urlsafe_b64encode(str(key).encode()).decode().rstrip("=")
+
+
+CURSOR_INT = re.compile(r"[1-9][0-9]{0,17}")  # ids fit a signed 64-bit integer
+CURSOR_CODE = re.compile(CODE_PATTERN)
+
+
+def decode_cursor(cursor: str, as_int: bool) -> str | int:
+    """Only cursors this API made are accepted: they must re-encode to themselves."""
+    try:
+        raw = base64.b64decode(
+            cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True
+        ).decode()
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 inside
+        raw = None
+    shape = CURSOR_INT if as_int else CURSOR_CODE
+    if raw is None or encode_cursor(raw) != cursor or not shape.fullmatch(raw):
+        raise BadRequest(
+            f"Invalid cursor {cursor!r}: pass back the `next` value of a previous page."
+        )
+    return int(raw) if as_int else raw
+
+
+@dataclass
+class Slice:
+    """One page of a collection as a query returns it: rows, the total, the next cursor."""
+
+    rows: list[Any]
+    total: int
+    next_cursor: str | None
+
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -29,7 +63,7 @@ CursorQuery = Annotated[
     str | None,
     Query(
         max_length=200,
-        pattern="^[A-Za-z0-9_-]+$",  # unpadded base64url (queries.encode_cursor)
+        pattern="^[A-Za-z0-9_-]+$",  # unpadded base64url (encode_cursor)
         description="Opaque cursor: the `next` value of the previous page (e.g. `MTA`). "
         "Omit it for the first page.",
     ),
@@ -66,46 +100,34 @@ class ListPage(BaseModel, Generic[T]):
     )
 
 
-def _links(request: Request, page: Slice) -> tuple[str, str | None]:
-    """The RFC 8288 Link header (`rel="first"`, and `rel="next"` unless last) and the next URL.
-
-    The URLs are what Starlette's remove_query_params / include_query_params give (the query
-    re-encoded, the cursor last), built from the query the route has parsed already: the
-    Starlette calls parse it again, for a tenth of an uncached page."""
+def links(request: Request, page: Slice) -> tuple[str, str | None]:
+    """The RFC 8288 Link header (`rel="first"`, and `rel="next"` unless last) and the next URL:
+    the query as sent, without `cursor`, then the next cursor."""
     url = request.url
     base = f"{url.scheme}://{url.netloc}{url.path}"
     kept = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
     first = f"{base}?{urlencode(kept)}" if kept else base
-    links = [f'<{first}>; rel="first"']
+    header = [f'<{first}>; rel="first"']
     next_url = None
     if page.next_cursor is not None:
         next_url = f"{base}?{urlencode([*kept, ('cursor', page.next_cursor)])}"
-        links.append(f'<{next_url}>; rel="next"')
-    return ", ".join(links), next_url
+        header.append(f'<{next_url}>; rel="next"')
+    return ", ".join(header), next_url
 
 
 def page_of(
-    request: Request, response: Response, page: Slice, limit: int, items: list[Any]
+    request: Request, response: Response, page: Slice, limit: int, items: list[Any] | None = None
 ) -> ListPage[Any]:
-    """Wraps a slice in the envelope and sets the Link header."""
-    response.headers["Link"], next_url = _links(request, page)
+    """Wraps a slice in the envelope (its rows, or `items` made of them) and sets the Link
+    header; the route's return type validates and serialises it."""
+    response.headers["Link"], next_url = links(request, page)
     return ListPage[Any](
-        items=items, total=page.total, limit=limit, next=page.next_cursor, next_url=next_url
+        items=page.rows if items is None else items,
+        total=page.total,
+        limit=limit,
+        next=page.next_cursor,
+        next_url=next_url,
     )
-
-
-def json_page(request: Request, page: Slice, limit: int) -> Response:
-    """The same envelope, serialised straight from plain rows that already have the public
-    fields, or around the JSON array the database wrote (`page.items_json`): for hot lists,
-    where validating every row again costs more than the query. (orjson writes the same bytes
-    as pydantic's serializer for these types, in a third of the time.)"""
-    link, next_url = _links(request, page)
-    rest = {"total": page.total, "limit": limit, "next": page.next_cursor, "next_url": next_url}
-    if page.items_json is None:
-        body = orjson.dumps({"items": page.rows, **rest})
-    else:
-        body = b'{"items":' + page.items_json + b"," + orjson.dumps(rest)[1:]
-    return Response(body, media_type="application/json", headers={"Link": link})
 
 
 MAX_CODES = 100

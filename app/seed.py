@@ -22,13 +22,13 @@ from app.models import (
     Observation,
     Source,
     Unit,
+    parse_observation_key,
 )
 from app.writes import (
     OBSERVATION_DATA,
     audit,
     current_inputs,
     find_observation,
-    parse_observation_key,
     record_revision,
     set_inputs,
 )

@@ -99,17 +99,6 @@ def current_inputs(session: Session, obs: Observation) -> list[int]:
     )
 
 
-def observation_key(city: str, indicator: str, period: int | None) -> str:
-    """The natural key CSV files use to point at an observation: `city/indicator/period`."""
-    return f"{city}/{indicator}/{'-' if period is None else period}"
-
-
-def parse_observation_key(key: str) -> tuple[str, str, int | None]:
-    """Inverse of observation_key; raises ValueError on a malformed key."""
-    city, indicator, period = key.split("/")
-    return city, indicator, None if period == "-" else int(period)
-
-
 def find_observation(
     session: Session, city: str, indicator: str, period: int | None, source_id: int
 ) -> Observation | None:
@@ -127,7 +116,7 @@ def find_observation(
     ).first()
 
 
-def _chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
+def chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
     batch: list[Any] = []
     for value in values:
         batch.append(value)
@@ -153,16 +142,16 @@ class References:
         cities: set[str] = set()
         indicators: dict[str, tuple[str, str]] = {}
         sources: set[int] = set()
-        for batch in _chunks({r["city_code"] for r in rows}):
+        for batch in chunks({r["city_code"] for r in rows}):
             cities |= set(session.exec(select(City.code).where(col(City.code).in_(batch))))
-        for batch in _chunks({r["indicator_code"] for r in rows}):
+        for batch in chunks({r["indicator_code"] for r in rows}):
             found = session.exec(
                 select(Indicator.code, Indicator.unit_code, Indicator.dimension_code).where(
                     col(Indicator.code).in_(batch)
                 )
             )
             indicators.update({code: (unit, dimension) for code, unit, dimension in found})
-        for batch in _chunks({r["source_id"] for r in rows}):
+        for batch in chunks({r["source_id"] for r in rows}):
             sources |= {
                 i for i in session.exec(select(Source.id).where(col(Source.id).in_(batch))) if i
             }

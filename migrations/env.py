@@ -8,7 +8,8 @@ from sqlmodel import SQLModel
 
 from app import auth, models  # noqa: F401  (registers the tables)
 from app.config import get_settings
-from app.db import is_sqlite, postgres_connect_args, sqlite_transactions
+from app.db import is_sqlite, postgres_connect_args
+from app.sqlite import begin_transactions
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -43,7 +44,7 @@ def run_migrations_online() -> None:
         # once the driver stops managing transactions), so a second process waits, then finds
         # the schema current: never half a migration, never two racing.
         engine = create_engine(url, poolclass=pool.NullPool, connect_args={"timeout": 60})
-        sqlite_transactions(engine, "BEGIN IMMEDIATE")
+        begin_transactions(engine, "BEGIN IMMEDIATE")
     else:
         # As the app connects: the connect timeout and the session settings.
         connect_args = postgres_connect_args(get_settings())

@@ -30,9 +30,9 @@ from sqlmodel import Session, select
 
 from app.caching import ConditionalGet
 from app.config import ROOT, Settings
-from app.db import migrate
 from app.main import create_app
 from app.models import City, Derivation, Observation
+from app.schema import migrate
 from app.seed import load_seed
 
 # Rate limits are tested in test_limits.py, with limits of their own. Anywhere else they would
@@ -300,9 +300,8 @@ def keys(app: FastAPI) -> Keys:
     )
 
 
-# Values at the edges of what the database writes itself (app/csvio.py's CSV lines, and
-# app/queries.py's JSON pages): text that csv.writer quotes or guards or JSON escapes, the
-# lines' own control bytes inside data, and floats that SQLite prints unlike repr() or not at all.
+# Values at the edges of what the exports and pages write: text that csv.writer quotes or
+# guards or JSON escapes, control bytes inside data, and floats at the edges of repr().
 TEXTS = [
     "a,b",
     'say "hi"',

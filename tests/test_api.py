@@ -1,30 +1,17 @@
 """Lists, pagination, filters and the detail views, through HTTP."""
 
 import asyncio
-import sqlite3
-from contextlib import closing
-from datetime import datetime
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import orjson
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 from sqlmodel import Session
 
-from app.db import reading
-from app.queries import (
-    JSON_DIALECTS,
-    ObservationFilter,
-    Slice,
-    dimension_coverage,
-    observation_page,
-    prints_floats_as_assumed,
-    sqlite_prints_floats_as_assumed,
-)
+from app.queries import dimension_coverage
 from app.routes import dimensions
-from tests.conftest import FLOATS, get_all
+from tests.conftest import get_all
 
 pytestmark = pytest.mark.anyio
 
@@ -314,74 +301,18 @@ async def test_concurrent_misses_for_one_url_are_answered_once(
     assert [r.status_code for r in missing] == [404] * 3
 
 
-def _pages(engine: Any, f: ObservationFilter, limit: int, by_database: bool | None) -> list[Slice]:
-    """Every page of a filter, cursor after cursor."""
-    pages, cursor = [], None
-    while True:
-        with reading(engine) as reader:
-            pages.append(observation_page(reader, f, limit, cursor, by_database))
-        if (cursor := pages[-1].next_cursor) is None:
-            return pages
-
-
-def _sqlite_prints_as_repr(value: float) -> bool:
-    return value == 0 or (1e-4 <= abs(value) < 1e15 and float(f"{value:.15g}") == value)
-
-
-@pytest.mark.parametrize(
-    "filters",
-    [
-        ObservationFilter(),
-        ObservationFilter(cities=["hangzhou"], indicators=["ic_output_growth_5y"]),
-        ObservationFilter(latest=True),
-        ObservationFilter(dimensions=["new_industries"], year_to=2023),
-        ObservationFilter(as_of=datetime(2100, 1, 1)),  # the revisions' columns
-    ],
-)
-@pytest.mark.parametrize("limit", [1, 7, 500])
-def test_pages_the_database_writes_are_the_bytes_orjson_writes(
-    app: FastAPI, edge_rows: None, filters: ObservationFilter, limit: int
-) -> None:
-    engine = app.state.engine
-    dialect = engine.dialect.name
-    if dialect not in JSON_DIALECTS or not prints_floats_as_assumed(dialect):  # PostgreSQL
-        assert {p.items_json for p in _pages(engine, filters, limit, None)} == {None}
-        return
-    written = _pages(engine, filters, limit, True)
-    as_dicts = _pages(engine, filters, limit, False)
-    assert [(p.total, p.next_cursor) for p in written] == [
-        (p.total, p.next_cursor) for p in as_dicts
-    ]
-    assert [p.items_json or orjson.dumps(p.rows) for p in written] == [
-        orjson.dumps(p.rows) for p in as_dicts
-    ]
-    assert sum(len(p.rows) for p in as_dicts) == as_dicts[0].total
-    if limit == 1:  # read as dicts: exactly the pages of a float SQLite can't print as repr()
-        values = [p.rows[0]["value"] for p in as_dicts if p.rows]
-        fallen_back = [p.rows[0]["value"] for p in written if p.items_json is None]
-        assert fallen_back == [v for v in values if v is not None and not _sqlite_prints_as_repr(v)]
-    assert {p.items_json is None for p in _pages(engine, filters, limit, None)} == {
-        p.items_json is None for p in written
-    }
-
-
-def test_this_sqlite_prints_floats_with_15_digits_so_the_fast_paths_are_on() -> None:
-    """SQLite 3.40 (Python's module here, and the CLI) prints 1/3 with 15 digits, which do
-    not read back, and json_object prints floats as CAST does; a SQLite printing 17 digits
-    would turn the database-written CSV lines and JSON pages off."""
-    with closing(sqlite3.connect(":memory:")) as connection:
-        ((third, as_json),) = connection.execute(
-            "SELECT CAST(1 / 3.0 AS TEXT), json_object('v', 1 / 3.0)"
-        ).fetchall()
-    assert (third, as_json) == ("0.333333333333333", '{"v":0.333333333333333}')
-    assert sqlite_prints_floats_as_assumed() is True
-    assert prints_floats_as_assumed("postgresql") is True
-
-
-def test_floats_the_database_cannot_print_as_repr_are_among_the_edge_rows() -> None:
-    """The fallback above is exercised: some edge floats need Python, most do not."""
-    assert [v for v in FLOATS if not _sqlite_prints_as_repr(v)] == [
-        1e-05, 1 / 3, 0.30000000000000004, 0.1 + 0.7, 123456789012.3456, 123456789012345.6,
-        999999999999999.9,
-        1e15, 1e16, 1.7976931348623157e308, 5e-324, -2.5e-07,
-    ]  # fmt: skip
+def test_a_read_sees_one_snapshot(app: FastAPI) -> None:
+    """Every statement of one read (a page and its count, an export's batches and the cells
+    fetched between them) sees the data as the first one saw it, not a write committed
+    meanwhile. On PostgreSQL that takes REPEATABLE READ: a transaction alone would not do it
+    (app/db.py, make_engine)."""
+    notes = text("SELECT notes FROM city WHERE code = 'ningbo'")
+    with Session(app.state.engine) as session:
+        first = session.execute(notes).scalar_one()
+        with app.state.write_engine.begin() as connection:
+            connection.execute(text("UPDATE city SET notes = 'changed' WHERE code = 'ningbo'"))
+        again = session.execute(notes).scalar_one()
+    with Session(app.state.engine) as session:
+        after = session.execute(notes).scalar_one()
+    assert first != "changed"
+    assert (again, after) == (first, "changed")

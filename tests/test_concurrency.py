@@ -9,16 +9,14 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import event
-from sqlalchemy.exc import OperationalError
 
 from app.auth import create_key
 from app.config import Settings
-from app.db import WRITERS_QUEUED
 from app.main import create_app
+from app.sqlite import WRITERS_QUEUED
 from tests.conftest import LiveServer, run_cli, sqlite_only, start_server, stop_server
-from tests.test_curators import NEW_OBSERVATION
+from tests.factories import NEW_OBSERVATION
 
 pytestmark = pytest.mark.e2e
 
@@ -225,33 +223,3 @@ async def test_a_sqlite_writer_that_cannot_have_its_turn_gets_a_clean_503(db_url
         assert after.status_code == 200, after.text
     app.state.engine.dispose()
     app.state.write_engine.dispose()
-
-
-@sqlite_only
-@pytest.mark.anyio
-async def test_sqlite_reads_on_the_loop_share_one_read_only_connection_replaced_after_an_error(
-    client: httpx.AsyncClient, app: FastAPI
-) -> None:
-    loop_reader = app.state.loop_reader
-    seen = set()
-    for city in ("ningbo", "shenzhen", "hefei"):
-        r = await client.get("/api/v1/observations", params={"city": city, "limit": 1})
-        assert r.status_code == 200
-        seen.add(id(loop_reader.connection))
-        assert app.state.engine.pool.checkedout() == 0  # outside the pool
-    assert len(seen) == 1
-    assert loop_reader.connection.in_transaction is False  # each read rolled back
-    broken = loop_reader.connection
-    with pytest.raises(OperationalError, match="no such table: nowhere"):
-        loop_reader(lambda reader: reader.cursor.execute("select * from nowhere"))
-    assert loop_reader.connection is None
-    r = await client.get("/api/v1/observations", params={"city": "ningbo", "limit": 2})
-    assert r.status_code == 200
-    assert len(r.json()["items"]) == 2
-    assert loop_reader.connection is not None and loop_reader.connection is not broken
-    # read-only: a read that tries to write fails and changes nothing
-    with pytest.raises(OperationalError, match="attempt to write a readonly database"):
-        loop_reader(lambda reader: reader.cursor.execute("delete from city"))
-    r = await client.get("/api/v1/cities")
-    assert r.status_code == 200
-    assert r.json()["total"] == 5

@@ -17,22 +17,11 @@ from sqlalchemy.pool import NullPool
 from sqlmodel import Session, select
 
 from app.config import Settings
-from app.csvio import (
-    FIRST_OTHER,
-    FIRST_TEXT,
-    OTHER,
-    TEXT,
-    Echo,
-    Export,
-    cell,
-    cities_export,
-    clean,
-    observations_export,
-)
 from app.db import make_engine
+from app.export import Export, cell, observations_export
 from app.models import Observation
 from app.queries import ObservationFilter
-from tests.conftest import EDGE_ROWS, FLOATS, TEXTS, get_all, postgresql_only
+from tests.conftest import FLOATS, TEXTS, get_all, postgresql_only
 
 pytestmark = pytest.mark.anyio
 
@@ -205,19 +194,6 @@ async def test_edge_cells_are_exported_as_cell_and_repr_write_them(
     assert {"'=first", "'-first", "plain,first"} <= cities
 
 
-@pytest.mark.parametrize("export", [observations_export(ObservationFilter()), cities_export()])
-@pytest.mark.parametrize("batch_rows", [1, 4, 10_000])
-@pytest.mark.parametrize("refetch_share", [0.0, 1.0])  # every bad batch fetched as cells, none
-def test_lines_written_by_the_database_are_the_bytes_csv_writer_writes(
-    app: FastAPI, edge_rows: None, export: Export, batch_rows: int, refetch_share: float
-) -> None:
-    export = dataclasses.replace(export, batch_rows=batch_rows, refetch_share=refetch_share)
-    engine = app.state.engine
-    by_database = b"".join(export.chunks(engine, by_database=True))
-    assert by_database == b"".join(export.chunks(engine, by_database=False))
-    assert len(parse(by_database.decode())) in (30 + EDGE_ROWS, 5 + 3)
-
-
 @postgresql_only
 @pytest.mark.parametrize("digits", [-14, 0, 3])
 def test_floats_are_read_exactly_whatever_the_database_sets_for_extra_float_digits(
@@ -243,27 +219,12 @@ def test_floats_are_read_exactly_whatever_the_database_sets_for_extra_float_digi
                 .order_by(Observation.period)
             ).all()
         assert [repr(v) for v in stored] == [repr(v) for v in FLOATS]
-        export = observations_export(ObservationFilter())
-        by_database = b"".join(export.chunks(engine, by_database=True))
-        assert by_database == b"".join(export.chunks(engine, by_database=False))
+        out = io.BytesIO()
+        observations_export(ObservationFilter(year_from=1950, year_to=1999)).write(engine, out)
+        assert [r["value"] for r in parse(out.getvalue().decode())] == [repr(v) for v in FLOATS]
     finally:
         engine.dispose()
         admin.dispose()
-
-
-@pytest.mark.parametrize("text", TEXTS)
-def test_clean_vouches_only_for_text_csv_writer_would_leave_alone(text: str) -> None:
-    """A line of 4 cells: id, text, value, text; and one whose first cell is the text. Text
-    holding the lines' own control bytes is left to csv.writer too."""
-    untouched = csv.writer(Echo()).writerow([cell(text), text]) == f"{text},{text}\r\n"
-    plain = untouched and not any(c in text for c in "\x1a\x1c\x1d\x1e\x1f")
-    data = text.encode()
-    assert (
-        clean(FIRST_OTHER + b"7" + TEXT + data + OTHER + b"2.5" + TEXT + data + b"\r\n", 1, 4)
-        is plain
-    )
-    assert clean(FIRST_TEXT + data + OTHER + b"2.5" + b"\r\n", 1, 2) is plain
-    assert clean((FIRST_OTHER + b"7" + TEXT + b"x" + b"\r\n") * 3, 3, 2) is True
 
 
 async def test_a_csv_stream_does_not_hold_up_the_same_url_asked_meanwhile(

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import BACKEND, Keys, conditional_get
+from tests.factories import NEW_OBSERVATION
 
 pytestmark = pytest.mark.anyio
 
@@ -29,16 +30,6 @@ NEW_CITY = {
     "province_zh": "江苏",
     "province_en": "Jiangsu",
     "admin_level": "prefecture",
-}
-NEW_OBSERVATION = {
-    "city_code": "hangzhou",
-    "indicator_code": "sei_va_share_gdp",
-    "period": 2023,
-    "value": 33.1,
-    "value_text": "33.1%",
-    "qualifier": "exact",
-    "source_id": 1,
-    "quote": "a made-up test quote",
 }
 
 
@@ -550,18 +541,18 @@ async def test_the_version_connection_is_its_own_and_closed_at_shutdown(
         await client.get("/api/v1/cities")
         middleware = conditional_get(app)
         if BACKEND == "postgresql":
-            assert middleware.server_version is not None
-            connection = middleware.server_version.connection
+            assert middleware.reader is not None
+            connection = middleware.reader.connection
             status = connection.info.transaction_status.name
             assert (connection.autocommit, status) == (True, "IDLE")
             assert app.state.engine.pool.checkedout() == 0
         else:
-            assert middleware.sqlite_version is not None
-            connection = middleware.sqlite_version.connection
+            assert middleware.reader is not None
+            connection = middleware.reader.connection
             assert (connection.isolation_level, connection.in_transaction) == (None, False)
         await to_app.send({"type": "lifespan.shutdown"})
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
-    assert (middleware.sqlite_version, middleware.server_version) == (None, None)
+    assert middleware.reader is None
     if BACKEND == "postgresql":
         assert connection.closed
     else:

@@ -34,7 +34,7 @@ from tests.conftest import (
     start_server,
     stop_server,
 )
-from tests.test_import import HEADER
+from tests.factories import IMPORT_HEADER as HEADER
 
 pytestmark = pytest.mark.anyio
 
@@ -250,7 +250,7 @@ async def test_a_lost_version_connection_is_made_again(
     """The connection the data version is read on (app/caching.py) ends under it: that request
     is answered without validators, and the next one connects again."""
     first = await client.get("/api/v1/cities/ningbo")
-    reader = conditional_get(app).server_version
+    reader = conditional_get(app).reader
     assert reader is not None
     pid = reader.connection.info.backend_pid
     with app.state.write_engine.connect() as connection:
@@ -275,7 +275,7 @@ async def test_a_hung_version_connection_is_given_up_after_the_statement_timeout
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         first = await c.get("/api/v1/cities/ningbo")
-        reader = conditional_get(app).server_version
+        reader = conditional_get(app).reader
         assert reader is not None
         pid = reader.connection.info.backend_pid
         os.kill(pid, signal.SIGSTOP)
@@ -318,7 +318,7 @@ async def test_a_server_that_never_answers_is_a_503_after_the_connect_timeout() 
             (503, "application/problem+json")
         ]
         assert {a.json()["detail"] for a in answers} == {UNAVAILABLE}
-        reader = conditional_get(app).server_version
+        reader = conditional_get(app).reader
         assert reader is not None and reader.failed_connects == 1
         conditional_get(app).close()
         app.state.engine.dispose()

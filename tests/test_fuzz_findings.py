@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from app.errors import BadRequest
 from app.queries import decode_cursor
 from tests.conftest import Keys
-from tests.test_curators import NEW_OBSERVATION as OBSERVATION
+from tests.factories import NEW_OBSERVATION as OBSERVATION
 
 pytestmark = pytest.mark.anyio
 

@@ -12,12 +12,12 @@ from sqlalchemy import text
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import Keys
+from tests.factories import IMPORT_HEADER as HEADER
 
 pytestmark = pytest.mark.anyio
 
 URL = "/api/v1/observations/import"
 CSV_HEADERS = {"Content-Type": "text/csv"}
-HEADER = "city_code,indicator_code,unit_code,period,value,value_text,qualifier,is_derived,formula,derived_from,source_id,quote,note"
 GOOD = "hangzhou,sei_va_share_gdp,percent,2023,33.1,33.1%,exact,false,,,1,a quote,"
 
 

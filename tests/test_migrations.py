@@ -1,7 +1,6 @@
 """Migrations create, upgrade and downgrade the schema; models and migrations do not drift;
 the constraints hold, on SQLite and PostgreSQL alike."""
 
-import os
 import shutil
 import subprocess
 import sys
@@ -9,15 +8,15 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
-import app.db
+import app.schema
 from app.__main__ import prepare_database
 from app.config import ROOT, Settings
-from app.db import MIGRATIONS, alembic_config, at_head, make_engine, migrate, migration_heads
+from app.db import make_engine
+from app.schema import alembic_config, at_head, migrate
 from app.seed import is_empty
 from tests.conftest import sqlite_only
 
@@ -176,49 +175,6 @@ def add_migration(folder: Path, revision: str, down: str | tuple[str, ...] | Non
     path.write_text(MIGRATION.format(revision=revision, down=down), encoding="utf-8")
 
 
-def alembic_heads(folder: Path) -> set[str]:
-    script = ScriptDirectory(str(ROOT / "migrations"), version_locations=[str(folder)])
-    return set(script.get_heads())
-
-
-def test_migration_heads_are_alembics() -> None:
-    assert migration_heads(MIGRATIONS) == alembic_heads(MIGRATIONS) == {"0002"}
-
-
-@pytest.mark.parametrize(
-    ("added", "heads"),
-    [
-        ([("0003", "0002")], {"0003"}),
-        ([("0003a", "0002"), ("0003b", "0002")], {"0003a", "0003b"}),  # two branches
-        ([("0003a", "0002"), ("0003b", "0002"), ("0004", ("0003a", "0003b"))], {"0004"}),  # merged
-    ],
-)
-def test_migration_heads_follow_new_migrations(
-    tmp_path: Path, added: list[tuple[str, str | tuple[str, ...]]], heads: set[str]
-) -> None:
-    shutil.copytree(MIGRATIONS, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__*"))
-    for revision, down in added:
-        add_migration(tmp_path, revision, down)
-    assert migration_heads(tmp_path) == alembic_heads(tmp_path) == heads
-
-
-def test_a_revision_that_is_not_a_literal_means_migrate(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """When the files cannot say which revision is newest, `serve` runs the upgrade."""
-    add_migration(tmp_path, "0001", None)
-    (tmp_path / "20261201_0002_computed.py").write_text(
-        'revision = "00" + "02"\ndown_revision = "0001"\n', encoding="utf-8"
-    )
-    assert migration_heads(tmp_path) is None
-    monkeypatch.setattr(app.db, "MIGRATIONS", tmp_path)
-    engine = make_engine(Settings(database_url=db_url))
-    try:
-        assert at_head(engine) is False
-    finally:
-        engine.dispose()
-
-
 def test_serve_migrates_a_database_a_new_migration_leaves_behind(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -228,8 +184,7 @@ def test_serve_migrates_a_database_a_new_migration_leaves_behind(
         ROOT / "migrations", tmp_path / "migrations", ignore=shutil.ignore_patterns("__pycache__")
     )
     add_migration(tmp_path / "migrations" / "versions", "0003", "0002")
-    monkeypatch.setattr(app.db, "ROOT", tmp_path)  # alembic.ini, hence the migrations
-    monkeypatch.setattr(app.db, "MIGRATIONS", tmp_path / "migrations" / "versions")
+    monkeypatch.setattr(app.schema, "ROOT", tmp_path)  # alembic.ini, hence the migrations
     engine = make_engine(Settings(database_url=db_url))
     try:
         assert at_head(engine) is False
@@ -251,84 +206,6 @@ def test_serve_migrates_a_database_behind_and_seeds_an_empty_one(empty_db_url: s
         assert is_empty(engine) is False
     finally:
         engine.dispose()
-
-
-def python_prints(script: str, **env: str) -> str:
-    """What a fresh interpreter running `script` in the project prints."""
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
-
-
-def test_serve_at_head_leaves_alembic_unimported(db_url: str) -> None:
-    """Importing Alembic costs a quarter of a second of start-up; at head it is not needed."""
-    script = (
-        "import sys\n"
-        "from app.__main__ import prepare_database\n"
-        "from app.config import Settings\n"
-        f"prepare_database(Settings(database_url={db_url!r}))\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
-    )
-    assert python_prints(script) == "[]\n"
-
-
-def serve_prints(run: str, db_url: str, before: str = "", after: str = "") -> str:
-    """What `serve` prints on `db_url` with uvicorn's `run` replaced by the function `run`
-    (its source), with `before` run ahead of `serve` and `after` once it returns."""
-    script = (
-        f"import uvicorn\nfrom app.__main__ import main\n{before}{run}"
-        f"uvicorn.run = run\nmain(['serve'])\n{after}"
-    )
-    return python_prints(script, DATABASE_URL=db_url)
-
-
-def test_serve_starts_without_collecting_and_freezes_what_it_loaded(db_url: str) -> None:
-    """`serve` loads the app with the garbage collector off (no collection at all once the
-    app's modules begin to load), freezes what it made, and turns the collector back on
-    before uvicorn serves anything. (A collection may run before, while argparse works.)"""
-    run = (
-        "def run(*args, **kwargs):\n"
-        "    print(gc.isenabled(), collections == [],\n"
-        "          gc.get_freeze_count() > 10 * len(gc.get_objects()))\n"
-    )
-    before = (
-        "import gc, sys\n"
-        "collections = []\n"
-        "def seen(phase, info):\n"
-        "    if phase == 'start' and 'app.main' in sys.modules:\n"
-        "        collections.append(info['generation'])\n"
-        "gc.callbacks.append(seen)\n"
-    )
-    after = "print(gc.isenabled())\n"
-    assert serve_prints(run, db_url, before, after) == "True True True\nTrue\n"
-
-
-def test_the_command_line_loads_no_library_before_its_command_runs() -> None:
-    """So that `serve` loads all of them with the collector off: pydantic and
-    pydantic-settings (app.config) were loaded with it on, 0.75% of start's instructions."""
-    script = (
-        "import sys, app.__main__\nprint(sorted({'pydantic', 'app.config'} & set(sys.modules)))\n"
-    )
-    assert python_prints(script) == "[]\n"
-
-
-def test_serve_runs_uvicorn_without_websockets(db_url: str) -> None:
-    """The API has no WebSocket route, so `serve` loads no WebSocket protocol (and no
-    `websockets`) into uvicorn."""
-    run = (
-        "def run(app, **kwargs):\n"
-        "    import sys\n"
-        "    config = uvicorn.Config(app, **kwargs)\n"
-        "    config.load()\n"
-        "    print(config.ws_protocol_class, 'websockets' in sys.modules)\n"
-    )
-    assert serve_prints(run, db_url) == "None False\n"
 
 
 def test_concurrent_migrations_do_not_race(empty_db_url: str) -> None:

@@ -5,11 +5,11 @@ nothing here; the benchmark covers it at size.)"""
 from typing import Any
 
 import pytest
+from sqlalchemy import Select
 from sqlmodel import Session
 
 from app.config import Settings
 from app.db import make_engine
-from app.prepared import Prepared, prepared
 from app.queries import (
     ObservationFilter,
     coverage_select,
@@ -21,11 +21,16 @@ from tests.conftest import sqlite_only
 pytestmark = sqlite_only
 
 
-def plan(session: Session, statement: Prepared, params: dict[str, Any]) -> list[str]:
-    """The plan of the SQL the API actually runs, with the parameters it would pass."""
+def plan(session: Session, statement: Select[Any]) -> list[str]:
+    """The plan of the SQL the API runs, with its parameters."""
     connection = session.connection()
-    sql = "EXPLAIN QUERY PLAN " + statement.sql
-    rows = connection.exec_driver_sql(sql, tuple(statement.arguments(params)))
+    compiled = statement.compile(
+        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+    )
+    sql = "EXPLAIN QUERY PLAN " + compiled.string
+    rows = connection.exec_driver_sql(
+        sql, tuple(compiled.params[n] for n in compiled.positiontup or ())
+    )
     return [row[3] for row in rows]
 
 
@@ -51,17 +56,15 @@ def test_observation_queries_search_an_index(
     db_url: str, filters: ObservationFilter, indexes: list[str]
 ) -> None:
     engine = make_engine(Settings(database_url=db_url))
-    shape = filters.shape()
-    params = {**filters.params(), "after": 10, "limit": 51}
     statements = [
-        prepared(engine.dialect, observation_page_select, (shape, False)),
-        prepared(engine.dialect, observation_page_select, (shape, True)),
-        prepared(engine.dialect, observation_count_select, (shape,)),
+        observation_page_select(filters, None, 51),
+        observation_page_select(filters, 10, 51),
+        observation_count_select(filters),
     ]
     try:
         with Session(engine) as session:
             for statement in statements:
-                steps = plan(session, statement, params)
+                steps = plan(session, statement)
                 observation_steps = [s for s in steps if " observation " in f" {s} "]
                 assert observation_steps, steps
                 assert all(s.startswith("SEARCH") for s in observation_steps), steps
@@ -88,10 +91,10 @@ def test_one_city_and_indicator_page_reads_in_id_order(
     """One city and one indicator, with or without years: the index's entries come in id
     order, so the page is read without sorting and stops at its last row."""
     engine = make_engine(Settings(database_url=db_url))
-    page = prepared(engine.dialect, observation_page_select, (filters.shape(), after))
+    page = observation_page_select(filters, 10 if after else None, 51)
     try:
         with Session(engine) as session:
-            steps = plan(session, page, {**filters.params(), "after": 10, "limit": 51})
+            steps = plan(session, page)
     finally:
         engine.dispose()
     keys = "indicator_code=? AND city_code=?" + (" AND rowid>?" if after else "")
@@ -102,10 +105,10 @@ def test_one_city_and_indicator_page_reads_in_id_order(
 
 def test_unfiltered_page_walks_the_primary_key(db_url: str) -> None:
     engine = make_engine(Settings(database_url=db_url))
-    page = prepared(engine.dialect, observation_page_select, (ObservationFilter().shape(), True))
+    page = observation_page_select(ObservationFilter(), 10, 51)
     try:
         with Session(engine) as session:
-            steps = plan(session, page, {"after": 10, "limit": 51})
+            steps = plan(session, page)
     finally:
         engine.dispose()
     assert any(
@@ -117,10 +120,9 @@ def test_dimension_coverage_probes_the_index_per_indicator_and_city(db_url: str)
     """Which cities have data for which of a dimension's indicators: one indexed probe per
     pair, never a scan of the dimension's observations."""
     engine = make_engine(Settings(database_url=db_url))
-    statement = Prepared.compile(coverage_select("new_industries"), engine.dialect)
     try:
         with Session(engine) as session:
-            steps = plan(session, statement, {})
+            steps = plan(session, coverage_select("new_industries"))
     finally:
         engine.dispose()
     [probe] = [s for s in steps if " observation " in f" {s} "]

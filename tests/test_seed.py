@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import Engine, make_url, text
 
 from app.config import ROOT, Settings
-from app.db import make_engine, migrate
+from app.db import make_engine
+from app.schema import migrate
 from app.seed import SeedError, is_empty, load_seed
 from tests.conftest import SEED_DIR, sqlite_only
 

@@ -42,7 +42,7 @@ AdminLevel = Literal["municipality", "sub_provincial", "prefecture"]
 IndustryRole = Literal["emerging", "future", "cluster", "anchor", "high_carbon"]
 
 
-def _in(column: str, values: Any) -> str:
+def sql_in(column: str, values: Any) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in get_args(values))})"
 
 

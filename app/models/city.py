@@ -12,7 +12,7 @@ from app.models.base import (
     Name,
     UpdateModel,
     WriteModel,
-    _in,
+    sql_in,
 )
 
 # ---------------------------------------------------------------- city
@@ -54,7 +54,7 @@ class CityBase(SQLModel):
 
 
 class City(CityBase, table=True):
-    __table_args__ = (CheckConstraint(_in("admin_level", AdminLevel), name="admin_level"),)
+    __table_args__ = (CheckConstraint(sql_in("admin_level", AdminLevel), name="admin_level"),)
 
 
 class CityPublic(CityBase):
@@ -107,7 +107,7 @@ class CityIndustry(CityIndustryBase, table=True):
     __tablename__ = "city_industry"
     __table_args__ = (
         Index("uq_city_industry_key", "city_code", "role", "name_zh", "source_id", unique=True),
-        CheckConstraint(_in("role", IndustryRole), name="role"),
+        CheckConstraint(sql_in("role", IndustryRole), name="role"),
     )
     id: int | None = Field(default=None, primary_key=True)
 

@@ -5,14 +5,14 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import Scope, _in
+from app.models.base import Scope, sql_in
 
 
 class ApiKey(SQLModel, table=True):
     """A curator's key. Only its SHA-256 hash is stored; `prefix` finds the row."""
 
     __tablename__ = "api_key"
-    __table_args__ = (CheckConstraint(_in("scope", Scope), name="scope"),)
+    __table_args__ = (CheckConstraint(sql_in("scope", Scope), name="scope"),)
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=128, unique=True)
     prefix: str = Field(max_length=16, unique=True)

@@ -16,9 +16,9 @@ from app.models.base import (
     RowId,
     UpdateModel,
     WriteModel,
-    _in,
     check_derivation,
     derivation_rules,
+    sql_in,
 )
 
 # ---------------------------------------------------------------- observation
@@ -105,7 +105,7 @@ class Observation(ObservationBase, table=True):
             postgresql_where=text("period IS NULL"),
         ),
         Index("ix_observation_indicator_city", "indicator_code", "city_code"),
-        CheckConstraint(_in("qualifier", Qualifier), name="qualifier"),
+        CheckConstraint(sql_in("qualifier", Qualifier), name="qualifier"),
         CheckConstraint("period IS NULL OR period BETWEEN 1900 AND 2200", name="period"),
         CheckConstraint(
             "(is_derived AND formula IS NOT NULL) OR (NOT is_derived AND formula IS NULL)",
@@ -388,3 +388,14 @@ class ImportReport(SQLModel):
     unchanged: int = Field(
         description="Rows identical to the stored observation.", schema_extra={"examples": [27]}
     )
+
+
+def observation_key(city: str, indicator: str, period: int | None) -> str:
+    """The natural key CSV files use to point at an observation: `city/indicator/period`."""
+    return f"{city}/{indicator}/{'-' if period is None else period}"
+
+
+def parse_observation_key(key: str) -> tuple[str, str, int | None]:
+    """Inverse of observation_key; raises ValueError on a malformed key."""
+    city, indicator, period = key.split("/")
+    return city, indicator, None if period == "-" else int(period)

@@ -4,38 +4,26 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy import Select, bindparam
 from sqlmodel import col, select
 
 from app.auth import ReasonQuery, WriterDep
-from app.csvio import cities_export, csv_responses
-from app.db import SessionDep, read
+from app.db import SessionDep
 from app.errors import NotFound, problem_responses
+from app.export import cities_export, csv_responses
 from app.models import (
     City,
     CityCreate,
     CityDetail,
-    CityIndustry,
     CityPublic,
     CityUpdate,
-    Dimension,
 )
 from app.pagination import BomQuery, CursorQuery, LimitQuery, ListPage, page_of
-from app.prepared import Reader
-from app.queries import (
-    FilterShape,
-    ObservationFilter,
-    observations_select,
-    paginate,
-    with_derived_from,
-)
+from app.queries import city_detail, paginate
 from app.routes import API_PREFIX, code_path
 from app.writes import create_row, delete_row, update_row
 
 router = APIRouter(prefix=f"{API_PREFIX}/cities", tags=["cities"])
 CITY = City.__table__  # type: ignore[attr-defined]
-DIMENSION = Dimension.__table__  # type: ignore[attr-defined]
-INDUSTRY = CityIndustry.__table__  # type: ignore[attr-defined]
 
 
 CityCode = Annotated[str, code_path("City", "ningbo")]
@@ -75,53 +63,16 @@ def cities_csv(request: Request, bom: BomQuery = False) -> StreamingResponse:
     return cities_export().response(request.app.state.engine, bom)
 
 
-def _city_select() -> Select[Any]:
-    return select(*CITY.c).where(CITY.c.code == bindparam("code"))  # type: ignore[no-any-return]
-
-
-def _latest_select(shape: FilterShape) -> Select[Any]:
-    return observations_select(ObservationFilter.of_shape(shape)).order_by("indicator_code")
-
-
-def _dimensions_select() -> Select[Any]:
-    return select(*DIMENSION.c).order_by(DIMENSION.c.position)  # type: ignore[no-any-return]
-
-
-def _industries_select() -> Select[Any]:
-    where = INDUSTRY.c.city_code == bindparam("code")
-    return select(*INDUSTRY.c).where(where).order_by(INDUSTRY.c.id)  # type: ignore[no-any-return]
-
-
-def city_detail(reader: Reader, code: str) -> dict[str, Any]:
-    """The city, its latest values under every dimension, and its industries; prepared
-    statements, like the observation list's."""
-    city = reader.dicts(_city_select, (), {"code": code})
-    if not city:
-        raise NotFound("city", code, "/api/v1/cities")
-    latest_only = ObservationFilter(cities=[code], latest=True)
-    latest = with_derived_from(
-        reader, reader.dicts(_latest_select, (latest_only.shape(),), latest_only.params())
-    )
-    return {
-        **city[0],
-        "dimensions": [
-            {**d, "latest": [o for o in latest if o["dimension_code"] == d["code"]]}
-            for d in reader.dicts(_dimensions_select, (), {})
-        ],
-        "industries": reader.dicts(_industries_select, (), {"code": code}),
-    }
-
-
 @router.get(
     "/{code}",
     response_model=CityDetail,
     responses=problem_responses(404, 422),
     summary="One city with its latest values",
 )
-async def get_city(request: Request, code: CityCode) -> Any:
+def get_city(session: SessionDep, city: CityDep) -> dict[str, Any]:
     """The city, its latest value for every indicator it has (grouped under all four dimensions,
     in the source's order), and the industries the source names for it."""
-    return await read(request, lambda reader: city_detail(reader, code))
+    return city_detail(session, city)
 
 
 @router.post(

@@ -7,9 +7,9 @@ from fastapi.responses import StreamingResponse
 from sqlmodel import col, select
 
 from app.auth import ReasonQuery, WriterDep
-from app.csvio import csv_responses, indicators_export
-from app.db import SessionDep, read
+from app.db import SessionDep
 from app.errors import NotFound, problem_responses
+from app.export import csv_responses, indicators_export
 from app.models import (
     Dimension,
     Indicator,
@@ -52,12 +52,9 @@ def indicator_by_code(
 IndicatorDep = Annotated[Indicator, Depends(indicator_by_code)]
 
 
-async def _dimensions(request: Request, dimension: DimensionQuery = None) -> list[str]:
+def dimension_codes(session: SessionDep, dimension: DimensionQuery = None) -> list[str]:
     codes = split_codes(dimension)
-    await read(
-        request,
-        lambda reader: check_codes(reader, Dimension, codes, "dimension", "/api/v1/dimensions"),
-    )
+    check_codes(session, Dimension, codes, "dimension", "/api/v1/dimensions")
     return codes
 
 
@@ -66,7 +63,7 @@ def list_indicators(
     request: Request,
     response: Response,
     session: SessionDep,
-    dimensions: Annotated[list[str], Depends(_dimensions)],
+    dimensions: Annotated[list[str], Depends(dimension_codes)],
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> ListPage[IndicatorPublic]:
@@ -84,7 +81,7 @@ def list_indicators(
 )
 def indicators_csv(
     request: Request,
-    dimensions: Annotated[list[str], Depends(_dimensions)],
+    dimensions: Annotated[list[str], Depends(dimension_codes)],
     bom: BomQuery = False,
 ) -> StreamingResponse:
     """Every matching indicator as RFC 4180 CSV, basis flattened into columns."""

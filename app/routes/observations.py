@@ -13,14 +13,10 @@ from starlette.exceptions import HTTPException
 
 from app.auth import ReasonQuery, WriterDep
 from app.config import Settings
-from app.csvio import (
-    CSV_UPLOAD_TYPES,
-    csv_responses,
-    observations_export,
-)
-from app.db import READ_METHODS, SessionDep, read
+from app.db import READ_METHODS, SessionDep
 from app.errors import NotFound, problem_responses
-from app.imports import apply_import
+from app.export import csv_responses, observations_export
+from app.imports import CSV_UPLOAD_TYPES, apply_import
 from app.models import (
     ImportReport,
     Observation,
@@ -37,7 +33,6 @@ from app.pagination import (
     LimitQuery,
     ListPage,
     codes_query,
-    json_page,
     page_of,
     split_codes,
 )
@@ -49,14 +44,13 @@ from app.queries import (
     paginate,
 )
 from app.routes import API_PREFIX
-from app.routing import QueryRoute
 from app.writes import (
     create_observation,
     delete_observation,
     update_observation,
 )
 
-router = APIRouter(prefix=API_PREFIX, tags=["observations"], route_class=QueryRoute)
+router = APIRouter(prefix=API_PREFIX, tags=["observations"])
 
 DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
 
@@ -69,7 +63,7 @@ def _date_time_text(value: object) -> object:
     return value
 
 
-async def observation_filter(
+def observation_filter(
     city: Annotated[Codes | None, codes_query("cities", "ningbo", "ningbo,shenzhen")] = None,
     indicator: Annotated[Codes | None, codes_query("indicators", "nev_output")] = None,
     dimension: Annotated[Codes | None, codes_query("dimensions", "new_industries")] = None,
@@ -111,7 +105,7 @@ async def observation_filter(
 ) -> ObservationFilter:
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
-    f = ObservationFilter(
+    return ObservationFilter(
         cities=split_codes(city),
         indicators=split_codes(indicator),
         dimensions=split_codes(dimension),
@@ -120,26 +114,25 @@ async def observation_filter(
         latest=latest,
         as_of=as_of,
     )
-    return f  # checked against the database by the handler, in its one worker-thread hop
 
 
 FilterDep = Annotated[ObservationFilter, Depends(observation_filter)]
 
 
-@router.get(
-    "/observations",
-    response_model=ListPage[ObservationPublic],
-    responses=problem_responses(422),
-    summary="List observations",
-)
-async def list_observations(
-    request: Request, filters: FilterDep, limit: LimitQuery = 50, cursor: CursorQuery = None
-) -> Response:
+@router.get("/observations", responses=problem_responses(422), summary="List observations")
+def list_observations(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    filters: FilterDep,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> ListPage[ObservationPublic]:
     """Observations ordered by id, each with unit, period, value, the qualifier it was stated
     with, whether it is derived (and from which observations), its source and the verbatim quote.
     Unknown codes in a filter are a 422, not an empty page."""
-    page = await read(request, lambda reader: observation_page(reader, filters, limit, cursor))
-    return json_page(request, page, limit)
+    page = observation_page(session, filters, limit, cursor)
+    return page_of(request, response, page, limit)
 
 
 @router.get(
@@ -148,12 +141,12 @@ async def list_observations(
     responses={**csv_responses("Every matching observation"), **problem_responses(422)},
     summary="Export observations as CSV",
 )
-async def observations_csv(
-    request: Request, filters: FilterDep, bom: BomQuery = False
+def observations_csv(
+    request: Request, session: SessionDep, filters: FilterDep, bom: BomQuery = False
 ) -> StreamingResponse:
     """Every matching observation (same filters as the JSON list, no page cap), streamed.
     `derived_from` lists input observations as `city/indicator/period` keys, `;`-separated."""
-    await read(request, filters.check)
+    filters.check(session)
     return observations_export(filters).response(request.app.state.engine, bom)
 
 
