@@ -10,12 +10,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Security
+from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam
 from sqlmodel import Session, col, select
 
-from app.db import SessionDep
 from app.models import ApiKey, Scope, utcnow
 
 CAN_WRITE = frozenset({"write", "admin"})
@@ -56,21 +55,29 @@ def list_keys(engine: Engine) -> list[ApiKey]:
         return list(session.exec(select(ApiKey).order_by(col(ApiKey.id))))
 
 
-def find_key(session: Session, presented: str) -> ApiKey | None:
-    """The live key matching `presented`, or None. The hash comparison is constant-time."""
-    parts = presented.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX:
-        return None
-    row = session.exec(select(ApiKey).where(ApiKey.prefix == parts[1])).first()
-    if row is None or row.revoked_at is not None:
-        return None
-    return row if hmac.compare_digest(hash_key(presented), row.key_hash) else None
-
-
 @dataclass(frozen=True)
 class Curator:
     name: str
     scope: str
+
+
+LIVE_KEY = select(ApiKey.name, ApiKey.scope, ApiKey.key_hash).where(
+    ApiKey.prefix == bindparam("prefix"), col(ApiKey.revoked_at).is_(None)
+)
+
+
+def find_curator(engine: Engine, presented: str) -> Curator | None:
+    """The curator whose live key is `presented`, or None. The hash comparison is
+    constant-time. Read on the read engine: checking a key takes no write lock, so it never
+    waits for a writer, and a request without a valid key never takes a writer's turn."""
+    parts = presented.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        return None
+    with engine.connect() as connection:
+        row = connection.execute(LIVE_KEY, {"prefix": parts[1]}).first()
+    if row is None or not hmac.compare_digest(hash_key(presented), row.key_hash):
+        return None
+    return Curator(name=row.name, scope=row.scope)
 
 
 api_key_header = APIKeyHeader(
@@ -88,18 +95,14 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 def _curator(
-    session: SessionDep,
+    request: Request,
     api_key: Annotated[str | None, Security(api_key_header)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> Curator:
     presented = api_key or (credentials.credentials if credentials else None)
     if not presented:
         raise _unauthorized("This write needs an API key: send X-API-Key or Authorization: Bearer.")
-    row = find_key(session, presented)
-    curator = None if row is None else Curator(name=row.name, scope=row.scope)
-    # End the lookup's transaction: on SQLite a write request's session holds the write lock
-    # from its first statement, and the write itself begins a new one (an upload may be slow).
-    session.rollback()
+    curator = find_curator(request.app.state.engine, presented)
     if curator is None:
         raise _unauthorized("The API key is unknown or revoked.")
     return curator

@@ -567,3 +567,67 @@ def test_openapi_marks_every_write_as_secured(app: FastAPI) -> None:
         for method, operation in operations.items():
             secured = operation.get("security") == [{"APIKeyHeader": []}, {"HTTPBearer": []}]
             assert secured == (method != "get" or path == "/api/v1/audit"), (method, path)
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("PATCH", {"note": "a curator's note"}),
+        ("PATCH", {"value": 42, "value_text": "42%", "qualifier": "nearly"}),
+        ("PATCH", {"period": None}),
+        ("POST", {}),
+        ("POST", {"value": -0.0, "note": "零"}),
+    ],
+)
+async def test_a_write_answers_what_a_read_then_gives(
+    client: httpx.AsyncClient, keys: Keys, method: str, body: dict[str, Any]
+) -> None:
+    """A write's answer is read in the write's own transaction: field for field, it is what a
+    later read of that observation gives."""
+    if method == "POST":
+        written = await create(client, keys, **body)
+    else:
+        written = await client.patch(
+            "/api/v1/observations/12", json=body, params=REASON, headers=keys.write
+        )
+    assert written.status_code in (200, 201), written.text
+    read = await client.get(f"/api/v1/observations/{written.json()['id']}")
+    assert written.json() == read.json()
+
+
+async def test_a_derived_write_answers_what_a_read_then_gives(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    base = (await create(client, keys)).json()
+    derived = await create(
+        client,
+        keys,
+        indicator_code="sei_va",
+        unit_code="cny_100m",
+        value=6000,
+        value_text="derived",
+        qualifier="approximately",
+        is_derived=True,
+        formula="gdp * share",
+        derived_from=[base["id"]],
+    )
+    url = f"/api/v1/observations/{derived.json()['id']}"
+    assert derived.json() == (await client.get(url)).json()
+    patched = await client.patch(url, json={"note": "checked"}, params=REASON, headers=keys.write)
+    assert patched.json() == (await client.get(url)).json()
+    assert patched.json()["derived_from"] == [base["id"]]
+
+
+async def test_a_key_is_checked_without_waiting_for_the_writer(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    """The key is read on the read engine before the write takes its turn, so while another
+    write holds SQLite's one writer a bad key still gets its 401 at once, not a wait."""
+    if BACKEND != "sqlite":
+        pytest.skip("the writer's turn is SQLite's")
+    async with app.state.sqlite_writer:
+        with anyio.fail_after(5):
+            refused = await client.patch(
+                "/api/v1/observations/12", json={"note": "x"}, params=REASON, headers=keys.revoked
+            )
+    assert refused.status_code == 401

@@ -208,9 +208,10 @@ def create_observation_route(
     city, indicator, period and source already have a value (PATCH it instead)."""
     data = body.model_dump(exclude={"derived_from", "unit_code"})
     obs = create_observation(session, data, body.derived_from, body.unit_code, curator.name, reason)
+    public = _public(session, obs)  # read in the write's transaction: no second one after it
     session.commit()
     response.headers["Location"] = f"/api/v1/observations/{obs.id}"
-    return _public(session, obs)
+    return public
 
 
 @router.patch(
@@ -228,11 +229,13 @@ def update_observation_route(
     """Writes a new version (needs a `write` key); the old one stays in the history, with who
     changed it, when and why. A change that changes nothing writes no version."""
     changes = body.model_dump(exclude_unset=True, exclude={"derived_from", "unit_code"})
-    if update_observation(
+    changed = update_observation(
         session, obs, changes, body.derived_from, body.unit_code, curator.name, reason
-    ):
+    )
+    public = _public(session, obs)  # read in the write's transaction: no second one after it
+    if changed:
         session.commit()
-    return _public(session, obs)
+    return public
 
 
 @router.delete(
