@@ -230,6 +230,22 @@ async def create(client: httpx.AsyncClient, keys: Keys, **changes: Any) -> httpx
     )
 
 
+async def create_derived(client: httpx.AsyncClient, keys: Keys, input_id: int) -> httpx.Response:
+    """A derived SEI added value with one input."""
+    return await create(
+        client,
+        keys,
+        indicator_code="sei_va",
+        unit_code="cny_100m",
+        value=6000,
+        value_text="derived",
+        qualifier="approximately",
+        is_derived=True,
+        formula="gdp * share",
+        derived_from=[input_id],
+    )
+
+
 @pytest.mark.parametrize(
     ("changes", "status", "needle"),
     [
@@ -286,18 +302,7 @@ async def test_infinite_value_is_rejected(client: httpx.AsyncClient, keys: Keys)
 
 async def test_create_derived_observation(client: httpx.AsyncClient, keys: Keys) -> None:
     base = (await create(client, keys)).json()
-    derived = await create(
-        client,
-        keys,
-        indicator_code="sei_va",
-        unit_code="cny_100m",
-        value=6000,
-        value_text="derived",
-        qualifier="approximately",
-        is_derived=True,
-        formula="gdp * share",
-        derived_from=[base["id"]],
-    )
+    derived = await create_derived(client, keys, base["id"])
     assert derived.status_code == 201
     assert derived.json()["derived_from"] == [base["id"]]
     # an input of a live derived value cannot be deleted
@@ -599,18 +604,7 @@ async def test_a_derived_write_answers_what_a_read_then_gives(
     client: httpx.AsyncClient, keys: Keys
 ) -> None:
     base = (await create(client, keys)).json()
-    derived = await create(
-        client,
-        keys,
-        indicator_code="sei_va",
-        unit_code="cny_100m",
-        value=6000,
-        value_text="derived",
-        qualifier="approximately",
-        is_derived=True,
-        formula="gdp * share",
-        derived_from=[base["id"]],
-    )
+    derived = await create_derived(client, keys, base["id"])
     url = f"/api/v1/observations/{derived.json()['id']}"
     assert derived.json() == (await client.get(url)).json()
     patched = await client.patch(url, json={"note": "checked"}, params=REASON, headers=keys.write)
