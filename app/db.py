@@ -1,7 +1,6 @@
 """Engines and the per-request session dependency."""
 
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,7 +39,11 @@ def postgres_connect_args(settings: Settings, timeout_ms: int = 0) -> dict[str, 
 
 
 def make_engine(
-    settings: Settings, write: bool = False, timeout_ms: int = 0, snapshot: bool = False
+    settings: Settings,
+    write: bool = False,
+    timeout_ms: int = 0,
+    snapshot: bool = False,
+    turn: sqlite.WriterTurn | None = None,
 ) -> Engine:
     """An engine whose pool request threads can never exhaust. On SQLite, a `write` engine
     begins every transaction with BEGIN IMMEDIATE; use it for every write. A `timeout_ms`
@@ -48,7 +51,8 @@ def make_engine(
     A `snapshot` engine, for reads only, shows each transaction one snapshot of the data, as a
     SQLite transaction always does: on PostgreSQL its transactions are REPEATABLE READ, where
     READ COMMITTED would let each statement of a read (a page and its count, an export's
-    batches) see writes committed since the first."""
+    batches) see writes committed since the first. A `turn` (SQLite) is taken by each write
+    transaction: the app's writers wait for it in turn rather than in SQLite's busy handler."""
     url = settings.database_url
     kwargs: dict[str, Any] = {
         "pool_size": settings.pool_size,
@@ -68,25 +72,22 @@ def make_engine(
             kwargs["isolation_level"] = "REPEATABLE READ"
     engine = create_engine(url, **kwargs)
     if is_sqlite(url):
-        sqlite.configure(engine, write)
+        sqlite.configure(engine, write, turn)
     return engine
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
     """One session per request; a write request's session is on the write engine, so on
-    SQLite its transaction holds the write lock from its first statement to its commit.
+    SQLite its transaction holds the write lock (and the app's writer turn) from its first
+    statement to its commit.
 
-    A request takes one of `db_slots` (as many as the pool has connections) before its session
-    can take a connection, and waits for it here, on the loop. Without that, requests holding
-    connections waited for worker threads while the threads waited for connections, and the
-    server stalled until the pool timed out. On SQLite a write request first waits for its
-    turn to write (sqlite.writer_turn)."""
+    A request takes one of `db_slots` (as many as the pool has connections, and no more than
+    there are threads) before its session can take a connection, and waits for it here, on
+    the loop. Without that, requests holding connections waited for worker threads while the
+    threads waited for connections, and the server stalled until the pool timed out."""
     state = request.app.state
     engine = state.engine if request.method in READ_METHODS else state.write_engine
-    turn: AbstractAsyncContextManager[Any] = nullcontext()
-    if engine is state.write_engine and engine.dialect.name == "sqlite":
-        turn = sqlite.writer_turn(request)
-    async with turn, state.db_slots:
+    async with state.db_slots:
         with Session(engine, expire_on_commit=False) as session:
             yield session
 

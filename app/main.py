@@ -32,6 +32,7 @@ from app.routes import (
     observations,
     sources,
 )
+from app.sqlite import WriterTurn
 
 DESCRIPTION = """
 Xinzhi Metrics (新质指标) publishes city-level metrics of China's **new quality productive
@@ -160,9 +161,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     timeout = settings.statement_timeout_ms
     app.state.engine = make_engine(settings, timeout_ms=timeout, snapshot=True)
-    app.state.write_engine = make_engine(settings, write=True, timeout_ms=timeout)
-    app.state.db_slots = anyio.CapacityLimiter(settings.pool_size)  # see db.get_session
-    app.state.sqlite_writer = anyio.Lock()  # see sqlite.writer_turn
+    app.state.writer_turn = WriterTurn(settings.db_pool_timeout)  # SQLite: see WriterTurn
+    app.state.write_engine = make_engine(
+        settings, write=True, timeout_ms=timeout, turn=app.state.writer_turn
+    )
+    # See db.get_session. No more slots than threads: a write blocked on the writer's turn
+    # holds a thread and a slot, so the turn's holder always finds a thread for its next step.
+    slots = min(settings.pool_size, settings.threadpool_size)
+    app.state.db_slots = anyio.CapacityLimiter(slots)
     errors.install(app)
     # Innermost first: the cache sits inside CORS, so cached answers get the caller's CORS
     # headers, and so do errors, unexpected ones included. Rate limits sit outside the cache,

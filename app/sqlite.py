@@ -1,16 +1,13 @@
 """SQLite's specifics: the pragmas, transactions we begin ourselves, a statement timeout, and
-the writer's turn (one writer at a time, first come, first served)."""
+the writer's turn (one writer at a time)."""
 
 import math
 import sqlite3
+import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
-from fastapi import Request
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from starlette.exceptions import HTTPException
 
 from app.errors import RETRY_AFTER_S
@@ -94,41 +91,64 @@ def timed_connection(timeout_ms: int) -> type[TimedConnection]:
     return type("TimedConnection", (TimedConnection,), {"timeout": timeout_ms / 1000})
 
 
-def begin_transactions(engine: Engine, begin: str) -> None:
+class WriterTurn:
+    """SQLite's one writer at a time, taken by a write transaction as it begins and given back
+    as it ends, in the worker thread that runs it: so the turn is held for the transaction
+    alone, never across the event loop's rounds (under load, each round is many requests
+    long). Waiting writers block on a lock, woken one by one as it is released, where SQLite's
+    busy handler would poll and let newcomers overtake. A write that cannot have its turn
+    within `timeout` seconds is a clean 503."""
+
+    def __init__(self, timeout: float) -> None:
+        self.lock = threading.Lock()
+        self.timeout = timeout
+
+    def take(self, info: dict[Any, Any]) -> None:
+        if not self.lock.acquire(timeout=self.timeout):
+            raise HTTPException(503, WRITERS_QUEUED, headers={"Retry-After": str(RETRY_AFTER_S)})
+        info["writer_turn"] = self
+
+    @staticmethod
+    def give_back(info: dict[Any, Any]) -> None:
+        turn = info.pop("writer_turn", None)
+        if turn is not None:
+            turn.lock.release()
+
+
+def begin_transactions(engine: Engine, begin: str, turn: WriterTurn | None = None) -> None:
     """Take transactions out of pysqlite's hands (it begins lazily, and only before writes) and
     begin them ourselves: `BEGIN` gives a read a consistent snapshot; `BEGIN IMMEDIATE` takes
-    the write lock up front, so a read-then-write never fails upgrading its lock."""
+    the write lock up front, so a read-then-write never fails upgrading its lock. With a
+    `turn`, each transaction takes it first and gives it back as it ends, however it ends:
+    its connection goes back to the pool, or is invalidated."""
 
     @event.listens_for(engine, "connect")
     def autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
 
     @event.listens_for(engine, "begin")
-    def begin_transaction(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
+    def begin_transaction(connection: Connection) -> None:
+        if turn is not None:
+            turn.take(connection.info)
+        try:
+            connection.exec_driver_sql(begin)
+        except BaseException:
+            WriterTurn.give_back(connection.info)
+            raise
+
+    if turn is not None:
+        # Given back once the connection is in the pool again: after its COMMIT or ROLLBACK has
+        # run (the engine's commit and rollback events come before them).
+        @event.listens_for(engine.pool, "checkin")
+        def checkin(dbapi_connection: Any, connection_record: Any) -> None:
+            WriterTurn.give_back(connection_record.info)
+
+        @event.listens_for(engine.pool, "invalidate")
+        def invalidate(dbapi_connection: Any, connection_record: Any, exception: Any) -> None:
+            WriterTurn.give_back(connection_record.info)
 
 
-def configure(engine: Engine, write: bool) -> None:
+def configure(engine: Engine, write: bool, turn: WriterTurn | None = None) -> None:
     """Pragmas on every connection, and transactions that begin as `write` needs."""
     event.listen(engine, "connect", set_pragmas)
-    begin_transactions(engine, "BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-@asynccontextmanager
-async def writer_turn(request: Request) -> AsyncIterator[None]:
-    """SQLite's one writer at a time, taken in turn (`sqlite_writer`, an anyio.Lock: first come,
-    first served), waiting on the loop. Left to SQLite's busy handler, which polls, new writers
-    overtook old ones: under 64 clients some waited past busy_timeout and got a 503. A write
-    that cannot have its turn within DB_POOL_TIMEOUT gets a 503 too, but a clean one."""
-    state = request.app.state
-    try:
-        with anyio.fail_after(state.settings.db_pool_timeout):
-            await state.sqlite_writer.acquire()
-    except TimeoutError:
-        raise HTTPException(
-            503, WRITERS_QUEUED, headers={"Retry-After": str(RETRY_AFTER_S)}
-        ) from None
-    try:
-        yield
-    finally:
-        state.sqlite_writer.release()
+    begin_transactions(engine, "BEGIN IMMEDIATE" if write else "BEGIN", turn)

@@ -151,12 +151,17 @@ async def test_more_requests_than_connections_and_threads_do_not_stall(
 
 @sqlite_only
 @pytest.mark.anyio
-async def test_sqlite_writers_take_turns_in_the_app(db_url: str) -> None:
+@pytest.mark.parametrize("threads", [2, 8, 40])
+async def test_sqlite_writers_take_turns_in_the_app(db_url: str, threads: int) -> None:
     """40 curator writes at once on SQLite, with busy_timeout 0: each waits for its turn in
-    the app, first come first served, so none meets a locked database. Before, they waited in
-    SQLite's busy handler, which polls and lets newcomers overtake: under `make load` (64
-    clients, 10% writes) some waited past busy_timeout and got a 503."""
-    app = create_app(Settings(database_url=db_url))
+    the app, so none meets a locked database. Left to SQLite's busy handler, which polls and
+    lets newcomers overtake, under `make load` (64 clients, 10% writes) some waited past
+    busy_timeout and got a 503. A PATCH takes the turn in one thread (its observation, read
+    for update) and writes in another: with as few threads as writers, none may wait for a
+    thread while another holds the turn (a deadlock, then 503s after DB_POOL_TIMEOUT)."""
+    app = create_app(
+        Settings(database_url=db_url, threadpool_size=threads, db_pool_size=40, db_pool_timeout=10)
+    )
     event.listen(  # after the app's pragmas: a writer that finds the lock taken fails at once
         app.state.write_engine, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout=0")
     )
@@ -171,16 +176,20 @@ async def test_sqlite_writers_take_turns_in_the_app(db_url: str) -> None:
         body = {**NEW_OBSERVATION, "period": 1900 + i}
         return await client.post("/api/v1/observations", json=body, params={"reason": "load"})
 
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    tokens = limiter.total_tokens
     try:
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://test", headers={"X-API-Key": key}
-        ) as client:
+        async with (  # the lifespan sizes the thread pool, and disposes of the engines after
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=transport, base_url="http://test", headers={"X-API-Key": key}
+            ) as client,
+        ):
             with anyio.fail_after(30):
                 responses = await asyncio.gather(*(write(client, i) for i in range(40)))
             history = await client.get("/api/v1/observations/12/history")
     finally:
-        app.state.engine.dispose()
-        app.state.write_engine.dispose()
+        limiter.total_tokens = tokens
     assert [r.status_code for r in responses] == [201, 200] * 20, [
         r.text for r in responses if r.status_code >= 300
     ]
@@ -196,21 +205,15 @@ async def test_a_sqlite_writer_that_cannot_have_its_turn_gets_a_clean_503(db_url
     async with httpx.AsyncClient(
         transport=transport, base_url="http://test", headers={"X-API-Key": key}
     ) as client:
-        held, done = anyio.Event(), anyio.Event()
-
-        async def endless_write() -> None:  # holds the turn until told to stop
-            async with app.state.sqlite_writer:
-                held.set()
-                await done.wait()
-
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(endless_write)
-            await held.wait()
+        turn = app.state.writer_turn.lock
+        turn.acquire()  # an endless write holds the turn
+        try:
             response = await client.patch(
                 "/api/v1/observations/12", json={"note": "waits"}, params={"reason": "queue"}
             )
             assert (await client.get("/api/v1/observations/12")).status_code == 200  # reads on
-            done.set()
+        finally:
+            turn.release()
         assert (response.status_code, response.headers["content-type"]) == (
             503,
             "application/problem+json",

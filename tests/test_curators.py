@@ -619,9 +619,13 @@ async def test_a_key_is_checked_without_waiting_for_the_writer(
     write holds SQLite's one writer a bad key still gets its 401 at once, not a wait."""
     if BACKEND != "sqlite":
         pytest.skip("the writer's turn is SQLite's")
-    async with app.state.sqlite_writer:
+    turn = app.state.writer_turn.lock
+    turn.acquire()
+    try:
         with anyio.fail_after(5):
             refused = await client.patch(
                 "/api/v1/observations/12", json={"note": "x"}, params=REASON, headers=keys.revoked
             )
+    finally:
+        turn.release()
     assert refused.status_code == 401
