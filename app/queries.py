@@ -105,14 +105,17 @@ class ObservationFilter:
     latest: bool = False
     as_of: datetime | None = None
 
-    def check(self, session: Session) -> None:
-        """422 for codes that name nothing, and for a year range that is empty by its bounds."""
-        for model, codes, what, listing in (
-            (City, self.cities, "city", "/api/v1/cities"),
-            (Indicator, self.indicators, "indicator", "/api/v1/indicators"),
-            (Dimension, self.dimensions, "dimension", "/api/v1/dimensions"),
+    def check(self, session: Session, rows: Sequence[dict[str, Any]] = ()) -> None:
+        """422 for codes that name nothing, and for a year range that is empty by its bounds.
+        A code in `rows` (observations this filter returned) plainly exists: only the others
+        are looked up, usually none."""
+        for model, codes, column, what, listing in (
+            (City, self.cities, "city_code", "city", "/api/v1/cities"),
+            (Indicator, self.indicators, "indicator_code", "indicator", "/api/v1/indicators"),
+            (Dimension, self.dimensions, "dimension_code", "dimension", "/api/v1/dimensions"),
         ):
-            check_codes(session, model, codes, what, listing)
+            seen = {r[column] for r in rows}
+            check_codes(session, model, [c for c in codes if c not in seen], what, listing)
         if self.year_from and self.year_to and self.year_from > self.year_to:
             raise BadRequest(f"year_from ({self.year_from}) is after year_to ({self.year_to}).")
 
@@ -204,12 +207,13 @@ def observation_page(
     """One page of observations as public dicts (with `derived_from`), keyset-paged by id.
     Unknown filter codes are a 422. The count is skipped when the first page is the whole
     result."""
-    f.check(session)
     after = None if cursor is None else int(decode_cursor(cursor, as_int=True))
     conn = session.connection()
-    rows = [dict(r._mapping) for r in conn.execute(observation_page_select(f, after, limit + 1))]
+    page = conn.execute(observation_page_select(f, after, limit + 1)).mappings().all()
+    rows = [dict(r) for r in page]
     more = len(rows) > limit
     rows = with_derived_from(session, rows[:limit])
+    f.check(session, rows)
     if after is None and not more:
         total = len(rows)
     else:

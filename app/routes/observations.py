@@ -63,7 +63,7 @@ def _date_time_text(value: object) -> object:
     return value
 
 
-def observation_filter(
+async def observation_filter(
     city: Annotated[Codes | None, codes_query("cities", "ningbo", "ningbo,shenzhen")] = None,
     indicator: Annotated[Codes | None, codes_query("indicators", "nev_output")] = None,
     dimension: Annotated[Codes | None, codes_query("dimensions", "new_industries")] = None,
