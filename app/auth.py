@@ -109,7 +109,7 @@ def _curator(
 
 
 def _needs(scopes: frozenset[str], wanted: str) -> object:
-    def check(curator: Annotated[Curator, Depends(_curator)]) -> Curator:
+    async def check(curator: Annotated[Curator, Depends(_curator)]) -> Curator:
         if curator.scope not in scopes:
             raise HTTPException(
                 403, f"Key {curator.name!r} has scope {curator.scope!r}; this needs {wanted!r}."

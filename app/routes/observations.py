@@ -150,7 +150,7 @@ def observations_csv(
     return observations_export(filters).response(request.app.state.engine, bom)
 
 
-def _observation_id(
+async def _observation_id(
     id: Annotated[
         int,
         Path(
