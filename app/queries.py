@@ -63,7 +63,8 @@ def check_codes(
     """Rejects filter codes that name nothing, so a typo is not mistaken for 'no data'."""
     if not codes:
         return
-    known = set(session.exec(select(model.code).where(col(model.code).in_(codes))))
+    code = model.__table__.c.code
+    known = set(session.connection().execute(core_select(code).where(code.in_(codes))).scalars())
     unknown = [c for c in codes if c not in known]
     if unknown:
         names = ", ".join(repr(c) for c in unknown)
